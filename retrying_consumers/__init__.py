@@ -1,0 +1,1 @@
+"""Retries, backoff, dead-lettering and durable task state for Django Channels."""

@@ -1,0 +1,72 @@
+"""Exceptions raised by, and raised into, the retry layer.
+
+Every exception defined here derives from :class:`RetryingConsumersError`.
+Configuration mistakes also derive from Django's ``ImproperlyConfigured`` so that
+they surface the way Django users expect.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class RetryingConsumersError(Exception):
+    """Root of every exception of the retry layer."""
+
+
+class ConfigurationError(RetryingConsumersError, ImproperlyConfigured):
+    """A consumer, policy or setting is configured wrongly."""
+
+
+class InvalidPolicy(ConfigurationError, ValueError):
+    """A :class:`~retrying_consumers.policy.RetryPolicy` was given bad arguments."""
+
+
+class InvalidPayload(RetryingConsumersError, ValueError):
+    """A payload cannot travel through the channel layer or the store.
+
+    ``path`` names the offending value, for example ``payload["items"][3]``.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class TaskNotFound(RetryingConsumersError, LookupError):
+    """No task record has the given id."""
+
+
+class GiveUp(RetryingConsumersError):
+    """Raised by a handler to end its task as dead at once, without retrying."""
+
+
+class RetryLater(RetryingConsumersError):
+    """Raised by a handler to ask for another attempt after ``delay`` seconds.
+
+    The attempt still counts towards ``max_attempts``: when none is left, the task
+    ends dead.
+    """
+
+    def __init__(self, delay: float | timedelta, reason: str = "") -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"RetryLater delay must be >= 0 seconds, got {delay!r}")
+        self.delay = float(seconds)
+        self.reason = reason
+        super().__init__(reason or f"retry requested in {self.delay:g} s")
+
+
+class AttemptTimedOut(RetryingConsumersError):
+    """An attempt ran past its policy's ``time_limit`` (reason "timed out")."""
+
+
+class WorkerLost(RetryingConsumersError):
+    """The worker running an attempt stopped renewing its lease (reason "worker lost")."""
+
+
+class AttemptInterrupted(RetryingConsumersError):
+    """A worker shutting down ended the attempt before it finished."""
