@@ -64,7 +64,9 @@ def validate_redis_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port is the validation
     except ValueError as err:
-        raise ConfigError(f"REDIS_URL={url!r} is not a valid URL ({err}); {hint}") from None
+        raise ConfigError(
+            f"REDIS_URL={url!r} is not a valid URL ({err}); {hint}"
+        ) from None
     if parts.scheme in {"redis", "rediss"}:
         if not parts.hostname:
             raise ConfigError(f"REDIS_URL={url!r} has no host; {hint}")

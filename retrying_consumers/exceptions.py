@@ -16,7 +16,7 @@ class RetryingConsumersError(Exception):
     """Root of every exception of the retry layer."""
 
 
-class ConfigurationError(RetryingConsumersError, ImproperlyConfigured):
+class ConfigurationError(RetryingConsumersError, ImproperlyConfigured):  # type: ignore[misc]
     """A consumer, policy or setting is configured wrongly."""
 
 
@@ -65,7 +65,7 @@ class AttemptTimedOut(RetryingConsumersError):
 
 
 class WorkerLost(RetryingConsumersError):
-    """The worker running an attempt stopped renewing its lease (reason "worker lost")."""
+    """The worker running an attempt stopped renewing its lease ("worker lost")."""
 
 
 class AttemptInterrupted(RetryingConsumersError):

@@ -111,9 +111,18 @@ def start_daphne(env: dict[str, str], log_dir: Path) -> tuple[Child, int]:
     port = free_port()
     child = Child(
         "daphne",
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "project.asgi:application"],
-        env, log_dir,
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "project.asgi:application",
+        ],
+        env,
+        log_dir,
     )
     try:
         wait_until(lambda: port_open(port) or not child.alive(), 20, "daphne to listen")

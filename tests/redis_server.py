@@ -49,7 +49,9 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: Any) -> 
     os.environ["TEST_REDIS_PORT"] = str(port)
     os.environ["TEST_REDIS_BINARY"] = binary
     # Tests run in production mode over plain HTTP.
-    os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20)
+    os.environ.setdefault(
+        "SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20
+    )
     os.environ["DJANGO_DEBUG"] = "0"
     os.environ["SECURE_COOKIES"] = "0"
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

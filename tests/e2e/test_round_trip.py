@@ -75,8 +75,11 @@ def test_idle_worker_survives_redis_socket_timeout(tmp_path: Path) -> None:
     worker = start_worker(env, tmp_path, ["realtime-ping"])
     with running([daphne, worker]):
         started = time.monotonic()
-        wait_until(lambda: time.monotonic() - started > 20 or not worker.alive(), 30,
-                   "20 idle seconds")
+        wait_until(
+            lambda: time.monotonic() - started > 20 or not worker.alive(),
+            30,
+            "20 idle seconds",
+        )
         assert worker.alive(), worker.output()
         with open_socket(port, cookie) as ws:
             ws.recv(timeout=10)

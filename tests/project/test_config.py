@@ -18,8 +18,12 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     for key in [k for k, v in env.items() if not v]:
         full_env.pop(key, None)
     return subprocess.run(
-        [sys.executable, *args], cwd=BASE_DIR, env=full_env,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, *args],
+        cwd=BASE_DIR,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -42,8 +46,14 @@ def test_development_mode_needs_no_secret_key() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["localhost:6379", "http://127.0.0.1:6379", "redis://:6379", "redis://h:port",
-            "redis://127.0.0.1:6379/zero"],
+    "url",
+    [
+        "localhost:6379",
+        "http://127.0.0.1:6379",
+        "redis://:6379",
+        "redis://h:port",
+        "redis://127.0.0.1:6379/zero",
+    ],
 )
 def test_invalid_redis_url(url: str) -> None:
     result = run(["manage.py", "check"], REDIS_URL=url)
@@ -63,7 +73,8 @@ def test_invalid_redis_url_under_daphne() -> None:
 def test_unreachable_redis_stops_a_worker_with_one_line() -> None:
     result = run(
         ["manage.py", "runworker", "realtime-ping"],
-        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_CONNECT_TIMEOUT="0.5",
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+        REDIS_CONNECT_TIMEOUT="0.5",
     )
     assert_one_line_error(result, "unreachable")
 
@@ -74,8 +85,12 @@ def test_bad_yes_no_value() -> None:
 
 
 def test_validate_redis_url_accepts_the_usual_forms() -> None:
-    for url in ["redis://127.0.0.1:6379/0", "rediss://u:p@host:6380/2", "unix:///tmp/r.sock",
-                "redis://localhost"]:
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "rediss://u:p@host:6380/2",
+        "unix:///tmp/r.sock",
+        "redis://localhost",
+    ]:
         assert validate_redis_url(url) == url
 
 

@@ -22,7 +22,9 @@ class Command(runworker.Command):
         redis_url = getattr(settings, "REDIS_URL", None)
         if redis_url:
             try:
-                wait_for_redis(redis_url, getattr(settings, "REDIS_CONNECT_TIMEOUT", 10))
+                wait_for_redis(
+                    redis_url, getattr(settings, "REDIS_CONNECT_TIMEOUT", 10)
+                )
             except ConfigError as err:
                 fail(str(err))
         super().handle(*args, **options)
