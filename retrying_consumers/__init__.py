@@ -1,1 +1,47 @@
-"""Retries, backoff, dead-lettering and durable task state for Django Channels."""
+"""Retries, backoff, dead-lettering and durable task state for Django Channels.
+
+Public API::
+
+    from retrying_consumers import RetryMixin, RetryPolicy, enqueue, GiveUp, RetryLater
+
+Names are imported lazily so that importing the package does not need Django's
+app registry to be ready.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "RetryPolicy": "policy",
+    "Action": "policy",
+    "Decision": "policy",
+    "PROGRAMMING_ERRORS": "policy",
+    "RetryMixin": "mixin",
+    "TaskContext": "mixin",
+    "enqueue": "producer",
+    "aenqueue": "producer",
+    "retry_now": "producer",
+    "cancel": "producer",
+    "report_progress": "progress",
+    "GiveUp": "exceptions",
+    "RetryLater": "exceptions",
+    "InvalidPayload": "exceptions",
+    "TaskNotFound": "exceptions",
+    "ConfigurationError": "exceptions",
+    "RetryingAsyncConsumer": "consumers",
+    "RetryingSyncConsumer": "consumers",
+    "RetryingWebsocketConsumer": "consumers",
+    "RetryingAsyncWebsocketConsumer": "consumers",
+    "RetryingJsonWebsocketConsumer": "consumers",
+    "RetryingAsyncJsonWebsocketConsumer": "consumers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'retrying_consumers' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -16,7 +16,7 @@ class RetryingConsumersError(Exception):
     """Root of every exception of the retry layer."""
 
 
-class ConfigurationError(RetryingConsumersError, ImproperlyConfigured):  # type: ignore[misc]
+class ConfigurationError(RetryingConsumersError, ImproperlyConfigured):
     """A consumer, policy or setting is configured wrongly."""
 
 

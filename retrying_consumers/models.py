@@ -1,0 +1,185 @@
+"""The store: durable task state, the truth that the channel layer only rings for.
+
+A :class:`TaskRecord` is one piece of background work from ``enqueue`` until it
+ends succeeded, dead or cancelled; an :class:`AttemptRecord` is one execution of
+it, with its error when it failed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    """Where a task is in its life. The last three are final."""
+
+    QUEUED = "queued", "queued"  # rung, waiting for a worker to claim it
+    RUNNING = "running", "running"  # an attempt holds the lease
+    RETRYING = "retrying", "waiting to retry"  # backing off; holds no worker
+    SUCCEEDED = "succeeded", "succeeded"
+    DEAD = "dead", "dead"  # attempts exhausted or not retryable
+    CANCELLED = "cancelled", "cancelled"  # by a person, or discarded by policy
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+FINAL = (Status.SUCCEEDED, Status.DEAD, Status.CANCELLED)
+WAITING = (Status.QUEUED, Status.RETRYING)
+
+
+class Outcome(models.TextChoices):
+    """How one attempt ended."""
+
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    TIMED_OUT = "timed_out", "timed out"
+    WORKER_LOST = "worker_lost", "worker lost"
+    INTERRUPTED = "interrupted", "interrupted"
+
+
+class TaskRecord(models.Model):
+    """One task: what to run, where it is, and what happened to it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    channel = models.CharField(max_length=100)
+    type = models.CharField(max_length=200)
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED
+    )
+    # Attempts started so far (cumulative across re-drives) and the cap on them;
+    # max_attempts stays empty until a worker applies its consumer's policy,
+    # unless enqueue() fixed it.
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(null=True, blank=True)
+    # A re-drive (retry of a dead task) starts a fresh drive: the policy counts
+    # attempts and elapsed time from here.
+    drive_offset = models.PositiveIntegerField(default=0)
+    drive_started_at = models.DateTimeField(null=True, blank=True)
+    # When the scheduler acts next: for "retrying" the next attempt time, for
+    # "queued" the time to ring again if no worker has claimed it by then.
+    due_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    progress_current = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error_class = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # The scheduler's scans touch only unfinished rows.
+            models.Index(
+                fields=["due_at"],
+                name="rc_task_due",
+                condition=Q(status__in=["queued", "retrying"]),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="rc_task_lease",
+                condition=Q(status="running"),
+            ),
+            models.Index(fields=["status", "channel"], name="rc_task_status_channel"),
+            models.Index(fields=["owner", "-created_at"], name="rc_task_owner"),
+            models.Index(fields=["-created_at"], name="rc_task_created"),
+            models.Index(fields=["status", "finished_at"], name="rc_task_finished"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                name="rc_task_idempotency_key",
+                condition=Q(status__in=["queued", "running", "retrying", "succeeded"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    def to_event(self) -> dict[str, Any]:
+        """The task as browsers and signal receivers see it (JSON-safe)."""
+        return {
+            "id": str(self.id),
+            "channel": self.channel,
+            "type": self.type,
+            "status": self.status,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "progress": {
+                "current": self.progress_current,
+                "total": self.progress_total,
+                "message": self.progress_message,
+            },
+            "next_attempt_at": _iso(self.due_at)
+            if self.status == Status.RETRYING
+            else None,
+            "error": {"class": self.error_class, "message": self.error_message}
+            if self.error_class
+            else None,
+            "reason": self.reason,
+            "owner_id": self.owner_id,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+class AttemptRecord(models.Model):
+    """One execution of a task, stored once, with its error as text."""
+
+    task = models.ForeignKey(
+        TaskRecord, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=Outcome.choices, default=Outcome.RUNNING
+    )
+    error_class = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    # What the policy decided after this attempt, and when the next one is due.
+    decision = models.CharField(max_length=16, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["task", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "number"], name="rc_attempt_unique_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.task_id} ({self.outcome})"
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,374 @@
+"""Every change of task state, each one a single conditional UPDATE.
+
+The conditions make the store the referee: a claim succeeds only for the attempt
+that is due, an outcome is recorded only by the worker that holds the lease, and
+a ring is taken by one scheduler only. Duplicate or late messages therefore change
+nothing. Functions are synchronous; the ``a``-prefixed twins run them in Django's
+database thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .exceptions import TaskNotFound
+from .models import ACTIVE, AttemptRecord, Outcome, Status, TaskRecord
+from .policy import Action, AttemptState, Decision
+
+TRACEBACK_LIMIT = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What went wrong in one attempt, as text (never pickled)."""
+
+    outcome: str  # an Outcome value
+    error_class: str
+    error_message: str
+    traceback: str = ""
+
+
+def get_task(task_id: uuid.UUID | str) -> TaskRecord:
+    """The task with ``task_id``, or :class:`TaskNotFound`."""
+    try:
+        return TaskRecord.objects.get(pk=_uuid(task_id))
+    except TaskRecord.DoesNotExist:
+        raise TaskNotFound(f"no task with id {task_id}") from None
+
+
+def create_task(
+    *,
+    channel: str,
+    type: str,
+    payload: dict[str, Any],
+    ring_timeout: float,
+    max_attempts: int | None = None,
+    owner_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[TaskRecord, bool]:
+    """Write a queued task; return it and whether it is new.
+
+    With an ``idempotency_key`` that an unfinished or succeeded task already has,
+    that task is returned instead (``False``).
+    """
+    if idempotency_key is not None:
+        existing = _live_with_key(idempotency_key)
+        if existing is not None:
+            return existing, False
+    task = TaskRecord(
+        channel=channel,
+        type=type,
+        payload=payload,
+        max_attempts=max_attempts,
+        owner_id=owner_id,
+        idempotency_key=idempotency_key,
+        due_at=timezone.now() + timedelta(seconds=ring_timeout),
+    )
+    try:
+        with transaction.atomic():
+            task.save(force_insert=True)
+    except IntegrityError:
+        # Lost a race with another enqueue of the same key.
+        existing = _live_with_key(idempotency_key) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    return task, True
+
+
+def _live_with_key(key: str) -> TaskRecord | None:
+    return (
+        TaskRecord.objects.filter(idempotency_key=key)
+        .exclude(status__in=[Status.DEAD, Status.CANCELLED])
+        .first()
+    )
+
+
+def claim(
+    task_id: uuid.UUID | str,
+    attempt: int,
+    *,
+    worker: str,
+    lease_seconds: float,
+    default_max_attempts: int,
+) -> TaskRecord | None:
+    """Take attempt ``attempt`` of a queued task; None if it is not ours to run.
+
+    Exactly one claimer wins, whatever the number of duplicate messages: the
+    UPDATE matches only while the task is queued at ``attempt - 1``.
+    """
+    now = timezone.now()
+    won = TaskRecord.objects.filter(
+        pk=_uuid(task_id), status=Status.QUEUED, attempt=attempt - 1
+    ).update(
+        status=Status.RUNNING,
+        attempt=attempt,
+        max_attempts=Coalesce(
+            F("max_attempts"), F("drive_offset") + default_max_attempts
+        ),
+        lease_owner=worker,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        due_at=None,
+        started_at=Coalesce(F("started_at"), now),
+        drive_started_at=Coalesce(F("drive_started_at"), now),
+        updated_at=now,
+    )
+    if not won:
+        if not TaskRecord.objects.filter(pk=_uuid(task_id)).exists():
+            raise TaskNotFound(f"no task with id {task_id}")
+        return None
+    AttemptRecord.objects.create(
+        task_id=_uuid(task_id), number=attempt, worker=worker, started_at=now
+    )
+    return TaskRecord.objects.get(pk=_uuid(task_id))
+
+
+def extend_lease(
+    task_id: uuid.UUID | str, attempt: int, *, worker: str, lease_seconds: float
+) -> bool:
+    """Renew the lease of a running attempt; False if it is no longer ours."""
+    now = timezone.now()
+    return bool(
+        _ours(task_id, attempt, worker).update(
+            lease_expires_at=now + timedelta(seconds=lease_seconds)
+        )
+    )
+
+
+def succeed(
+    task_id: uuid.UUID | str, attempt: int, *, worker: str, result: Any = None
+) -> TaskRecord | None:
+    """Record success; None if the attempt was no longer ours (lease lost)."""
+    now = timezone.now()
+    with transaction.atomic():
+        done = _ours(task_id, attempt, worker).update(
+            status=Status.SUCCEEDED,
+            result=result,
+            finished_at=now,
+            updated_at=now,
+            lease_owner="",
+            lease_expires_at=None,
+            due_at=None,
+            reason="",
+        )
+        if not done:
+            return None
+        _finish_attempt(task_id, attempt, now, outcome=Outcome.SUCCEEDED)
+    return TaskRecord.objects.get(pk=_uuid(task_id))
+
+
+def fail(
+    task_id: uuid.UUID | str,
+    attempt: int,
+    *,
+    worker: str | None,
+    failure: Failure,
+    decision: Decision,
+) -> TaskRecord | None:
+    """Record a failed attempt and what follows it; None if it was not ours.
+
+    ``worker=None`` is the scheduler recording a lost worker: it matches any
+    lease owner, but only while the task is still running that attempt.
+    """
+    now = timezone.now()
+    next_at = decision.next_attempt_at(now)
+    status = {
+        Action.RETRY: Status.RETRYING,
+        Action.GIVE_UP: Status.DEAD,
+        Action.DISCARD: Status.CANCELLED,
+    }[decision.action]
+    rows = (
+        _ours(task_id, attempt, worker)
+        if worker is not None
+        else TaskRecord.objects.filter(
+            pk=_uuid(task_id), status=Status.RUNNING, attempt=attempt
+        )
+    )
+    with transaction.atomic():
+        done = rows.update(
+            status=status,
+            due_at=next_at,
+            finished_at=None if status == Status.RETRYING else now,
+            updated_at=now,
+            lease_owner="",
+            lease_expires_at=None,
+            error_class=failure.error_class,
+            error_message=failure.error_message,
+            reason=decision.reason,
+        )
+        if not done:
+            return None
+        _finish_attempt(
+            task_id,
+            attempt,
+            now,
+            outcome=failure.outcome,
+            error_class=failure.error_class,
+            error_message=failure.error_message,
+            traceback=failure.traceback[-TRACEBACK_LIMIT:],
+            decision=decision.action.value,
+            next_attempt_at=next_at,
+        )
+    return TaskRecord.objects.get(pk=_uuid(task_id))
+
+
+def attempt_state(task: TaskRecord, now: datetime | None = None) -> AttemptState:
+    """The policy's view of a task whose current attempt has just failed."""
+    now = now or timezone.now()
+    return AttemptState(
+        attempt=max(1, task.attempt - task.drive_offset),
+        first_started_at=task.drive_started_at or task.started_at or now,
+        now=now,
+    )
+
+
+def take_ring(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord | None:
+    """Take the duty of ringing a due task; None if it is not due or taken.
+
+    A retrying task becomes queued; either way its ``due_at`` moves on by
+    ``ring_timeout``, so that if the message is lost the task is rung again.
+    """
+    now = timezone.now()
+    taken = TaskRecord.objects.filter(
+        pk=_uuid(task_id), status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=now
+    ).update(
+        status=Status.QUEUED,
+        due_at=now + timedelta(seconds=ring_timeout),
+        updated_at=now,
+    )
+    return TaskRecord.objects.get(pk=_uuid(task_id)) if taken else None
+
+
+def save_progress(
+    task_id: uuid.UUID | str,
+    current: float | None,
+    total: float | None,
+    message: str,
+) -> bool:
+    """Store the latest progress of a running task; False if it is not running."""
+    now = timezone.now()
+    return bool(
+        TaskRecord.objects.filter(pk=_uuid(task_id), status=Status.RUNNING).update(
+            progress_current=current,
+            progress_total=total,
+            progress_message=message[:500],
+            progress_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
+    """Make a waiting, dead or cancelled task due now.
+
+    A dead or cancelled task starts a new drive: its policy's full budget of
+    attempts, counted from now. A queued or retrying task is simply made due.
+    Raises :class:`TaskNotFound`, or ``ValueError`` for a running or succeeded task.
+    """
+    now = timezone.now()
+    task = get_task(task_id)
+    if task.status in (Status.RUNNING, Status.SUCCEEDED):
+        raise ValueError(f"task {task.id} is {task.status}; it cannot be retried now")
+    rows = TaskRecord.objects.filter(
+        pk=task.pk, status=task.status, attempt=task.attempt
+    )
+    changes: dict[str, Any] = {
+        "status": Status.QUEUED,
+        "due_at": now,
+        "updated_at": now,
+    }
+    if task.status in (Status.DEAD, Status.CANCELLED):
+        changes.update(
+            drive_offset=task.attempt,
+            drive_started_at=None,
+            max_attempts=None,
+            finished_at=None,
+            reason="",
+        )
+    if not rows.update(**changes):
+        return retry_now(task_id, ring_timeout=ring_timeout)  # changed meanwhile
+    return take_ring(task.pk, ring_timeout=ring_timeout) or get_task(task.pk)
+
+
+def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord:
+    """End an unfinished task as cancelled; a finished one is returned unchanged.
+
+    A running attempt is not interrupted, but its outcome will not be recorded.
+    """
+    now = timezone.now()
+    TaskRecord.objects.filter(pk=_uuid(task_id), status__in=ACTIVE).update(
+        status=Status.CANCELLED,
+        reason=reason[:500],
+        finished_at=now,
+        updated_at=now,
+        due_at=None,
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    return get_task(task_id)
+
+
+def due_task_ids(limit: int = 100) -> list[uuid.UUID]:
+    """Queued or retrying tasks whose ``due_at`` has passed, oldest first."""
+    return list(
+        TaskRecord.objects.filter(
+            status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
+        )
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def expired_lease_ids(limit: int = 100) -> list[tuple[uuid.UUID, int]]:
+    """Running tasks whose lease has expired: their worker was lost."""
+    return list(
+        TaskRecord.objects.filter(
+            status=Status.RUNNING, lease_expires_at__lte=timezone.now()
+        )
+        .order_by("lease_expires_at")
+        .values_list("pk", "attempt")[:limit]
+    )
+
+
+def _ours(task_id: uuid.UUID | str, attempt: int, worker: str) -> Any:
+    return TaskRecord.objects.filter(
+        pk=_uuid(task_id), status=Status.RUNNING, attempt=attempt, lease_owner=worker
+    )
+
+
+def _finish_attempt(
+    task_id: uuid.UUID | str, number: int, now: datetime, **fields: Any
+) -> None:
+    AttemptRecord.objects.filter(task_id=_uuid(task_id), number=number).update(
+        finished_at=now, **fields
+    )
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise TaskNotFound(f"{value!r} is not a task id") from None
+
+
+aget_task = database_sync_to_async(get_task)
+acreate_task = database_sync_to_async(create_task)
+aclaim = database_sync_to_async(claim)
+aextend_lease = database_sync_to_async(extend_lease)
+asucceed = database_sync_to_async(succeed)
+afail = database_sync_to_async(fail)
+atake_ring = database_sync_to_async(take_ring)
+asave_progress = database_sync_to_async(save_progress)
+aretry_now = database_sync_to_async(retry_now)
+acancel = database_sync_to_async(cancel)
