@@ -48,16 +48,18 @@ from .exceptions import (
 from .logs import log_failure
 from .models import Outcome, TaskRecord
 from .payload import validate_payload
-from .policy import Action, AttemptState, Decision, RetryPolicy
+from .policy import PROGRAMMING_ERRORS, Action, AttemptState, Decision, RetryPolicy
 from .progress import ProgressReporter, current_reporter, make_progress
 from .scheduling import schedule_ring
 
 logger = logging.getLogger("retrying_consumers.consumers")
 
 #: Quick retries for websocket and plain messages: 50 ms, 100 ms, then give up.
+#: Bad input and programming errors are not worth a second try.
 IN_PLACE_POLICY = RetryPolicy(
     max_attempts=3,
     wait=wait_exponential(multiplier=0.05, max=0.4),
+    give_up_on=(*PROGRAMMING_ERRORS, ValueError, LookupError),
     time_limit=None,
     honour_retry_after=False,
 )

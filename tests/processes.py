@@ -74,7 +74,8 @@ class Child:
         return self.process.poll() is None
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, signum: int) -> None:
