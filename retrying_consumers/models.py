@@ -57,6 +57,8 @@ class TaskRecord(models.Model):
     # unless enqueue() fixed it.
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(null=True, blank=True)
+    # Attempts per drive fixed by enqueue(max_attempts=...); empty: the policy's.
+    attempt_budget = models.PositiveIntegerField(null=True, blank=True)
     # A re-drive (retry of a dead task) starts a fresh drive: the policy counts
     # attempts and elapsed time from here.
     drive_offset = models.PositiveIntegerField(default=0)

@@ -35,10 +35,13 @@ def _check(value: Any, path: str, depth: int) -> None:
                 raise InvalidPayload(
                     f"{path}[{key!r}]", f"key must be str, not {type(key).__name__}"
                 )
+            _check_text(key, f"{path}[{key!r}] (the key)")
             _check(item, f"{path}[{key!r}]", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check(item, f"{path}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        _check_text(value, path)
     elif isinstance(value, float) and not math.isfinite(value):
         raise InvalidPayload(path, f"{value!r} is not valid JSON")
     elif isinstance(value, int) and not isinstance(value, bool):
@@ -50,3 +53,13 @@ def _check(value: Any, path: str, depth: int) -> None:
             f"{type(value).__name__} is not msgpack/JSON safe "
             "(use dict, list, str, int, float, bool or None)",
         )
+
+
+def _check_text(text: str, path: str) -> None:
+    # msgpack needs UTF-8, and PostgreSQL's jsonb refuses NUL characters.
+    if "\x00" in text:
+        raise InvalidPayload(path, "contains a NUL character, which JSON stores refuse")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayload(path, "is not valid UTF-8 (a lone surrogate)") from None

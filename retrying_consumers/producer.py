@@ -19,18 +19,18 @@ from .doorbell import aring, ring
 from .models import Status, TaskRecord
 from .payload import validate_payload
 
-CHANNEL_NAME = re.compile(r"^[a-zA-Z0-9\-_.]{1,99}$")
-MESSAGE_TYPE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_.]{0,199}$")
+CHANNEL_NAME = re.compile(r"[a-zA-Z0-9\-_.]{1,99}")
+MESSAGE_TYPE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,199}")
 
 
 def validate_address(channel: str, type: str) -> None:
     """Raise ``ValueError`` unless ``channel`` and ``type`` can route a message."""
-    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
+    if not isinstance(channel, str) or not CHANNEL_NAME.fullmatch(channel):
         raise ValueError(
             f"channel {channel!r} is not a valid channel name (ASCII letters, "
             "digits, '-', '_' and '.', under 100 characters)"
         )
-    if not isinstance(type, str) or not MESSAGE_TYPE.match(type):
+    if not isinstance(type, str) or not MESSAGE_TYPE.fullmatch(type):
         raise ValueError(
             f"type {type!r} is not a valid message type (a letter, then letters, "
             "digits, '_' and '.', e.g. 'thumbnail.generate')"

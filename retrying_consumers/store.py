@@ -20,11 +20,10 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from .conf import library_settings
 from .exceptions import TaskNotFound
 from .models import ACTIVE, AttemptRecord, Outcome, Status, TaskRecord
 from .policy import Action, AttemptState, Decision
-
-TRACEBACK_LIMIT = 16_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +68,7 @@ def create_task(
         type=type,
         payload=payload,
         max_attempts=max_attempts,
+        attempt_budget=max_attempts,
         owner_id=owner_id,
         idempotency_key=idempotency_key,
         due_at=timezone.now() + timedelta(seconds=ring_timeout),
@@ -107,7 +107,30 @@ def claim(
     UPDATE matches only while the task is queued at ``attempt - 1``.
     """
     now = timezone.now()
-    won = TaskRecord.objects.filter(
+    with transaction.atomic():
+        won = _claim_row(
+            task_id, attempt, worker, lease_seconds, default_max_attempts, now
+        )
+        if won:
+            AttemptRecord.objects.create(
+                task_id=_uuid(task_id), number=attempt, worker=worker, started_at=now
+            )
+    if not won:
+        if not TaskRecord.objects.filter(pk=_uuid(task_id)).exists():
+            raise TaskNotFound(f"no task with id {task_id}")
+        return None
+    return TaskRecord.objects.get(pk=_uuid(task_id))
+
+
+def _claim_row(
+    task_id: uuid.UUID | str,
+    attempt: int,
+    worker: str,
+    lease_seconds: float,
+    default_max_attempts: int,
+    now: datetime,
+) -> int:
+    return TaskRecord.objects.filter(
         pk=_uuid(task_id), status=Status.QUEUED, attempt=attempt - 1
     ).update(
         status=Status.RUNNING,
@@ -122,14 +145,6 @@ def claim(
         drive_started_at=Coalesce(F("drive_started_at"), now),
         updated_at=now,
     )
-    if not won:
-        if not TaskRecord.objects.filter(pk=_uuid(task_id)).exists():
-            raise TaskNotFound(f"no task with id {task_id}")
-        return None
-    AttemptRecord.objects.create(
-        task_id=_uuid(task_id), number=attempt, worker=worker, started_at=now
-    )
-    return TaskRecord.objects.get(pk=_uuid(task_id))
 
 
 def extend_lease(
@@ -161,6 +176,7 @@ def succeed(
             reason="",
         )
         if not done:
+            _finish_orphan(task_id, attempt, worker, now, outcome=Outcome.SUCCEEDED)
             return None
         _finish_attempt(task_id, attempt, now, outcome=Outcome.SUCCEEDED)
     return TaskRecord.objects.get(pk=_uuid(task_id))
@@ -181,6 +197,17 @@ def fail(
     """
     now = timezone.now()
     next_at = decision.next_attempt_at(now)
+    if decision.action is Action.RETRY and next_at is None:
+        next_at = now  # a retry must be due some time, or it is never rung
+    limit = library_settings().traceback_limit
+    attempt_fields = {
+        "outcome": failure.outcome,
+        "error_class": failure.error_class,
+        "error_message": failure.error_message,
+        "traceback": failure.traceback[-limit:],
+        "decision": decision.action.value,
+        "next_attempt_at": next_at,
+    }
     status = {
         Action.RETRY: Status.RETRYING,
         Action.GIVE_UP: Status.DEAD,
@@ -206,18 +233,11 @@ def fail(
             reason=decision.reason,
         )
         if not done:
+            if worker is not None:
+                attempt_fields.update(decision="", next_attempt_at=None)
+                _finish_orphan(task_id, attempt, worker, now, **attempt_fields)
             return None
-        _finish_attempt(
-            task_id,
-            attempt,
-            now,
-            outcome=failure.outcome,
-            error_class=failure.error_class,
-            error_message=failure.error_message,
-            traceback=failure.traceback[-TRACEBACK_LIMIT:],
-            decision=decision.action.value,
-            next_attempt_at=next_at,
-        )
+        _finish_attempt(task_id, attempt, now, **attempt_fields)
     return TaskRecord.objects.get(pk=_uuid(task_id))
 
 
@@ -290,11 +310,21 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
         changes.update(
             drive_offset=task.attempt,
             drive_started_at=None,
-            max_attempts=None,
+            max_attempts=task.attempt + task.attempt_budget
+            if task.attempt_budget
+            else None,
             finished_at=None,
             reason="",
         )
-    if not rows.update(**changes):
+    try:
+        with transaction.atomic():
+            changed = rows.update(**changes)
+    except IntegrityError:
+        raise ValueError(
+            f"task {task.id} cannot be re-driven: a newer task has its idempotency "
+            f"key {task.idempotency_key!r}"
+        ) from None
+    if not changed:
         return retry_now(task_id, ring_timeout=ring_timeout)  # changed meanwhile
     return take_ring(task.pk, ring_timeout=ring_timeout) or get_task(task.pk)
 
@@ -351,6 +381,15 @@ def _finish_attempt(
     AttemptRecord.objects.filter(task_id=_uuid(task_id), number=number).update(
         finished_at=now, **fields
     )
+
+
+def _finish_orphan(
+    task_id: uuid.UUID | str, number: int, worker: str, now: datetime, **fields: Any
+) -> None:
+    """Close the attempt record of an outcome that came too late to count."""
+    AttemptRecord.objects.filter(
+        task_id=_uuid(task_id), number=number, worker=worker, finished_at=None
+    ).update(finished_at=now, **fields)
 
 
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
