@@ -217,7 +217,10 @@ def fail(
         _ours(task_id, attempt, worker)
         if worker is not None
         else TaskRecord.objects.filter(
-            pk=_uuid(task_id), status=Status.RUNNING, attempt=attempt
+            pk=_uuid(task_id),
+            status=Status.RUNNING,
+            attempt=attempt,
+            lease_expires_at__lte=now,
         )
     )
     with transaction.atomic():
@@ -238,6 +241,39 @@ def fail(
                 _finish_orphan(task_id, attempt, worker, now, **attempt_fields)
             return None
         _finish_attempt(task_id, attempt, now, **attempt_fields)
+    return TaskRecord.objects.get(pk=_uuid(task_id))
+
+
+def interrupt(
+    task_id: uuid.UUID | str, attempt: int, *, worker: str
+) -> TaskRecord | None:
+    """Hand back an attempt that a stopping worker ended; None if not ours.
+
+    The task is queued again, due at once, and its cap grows by one: being
+    interrupted by a deploy does not use up the task's attempts.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        done = _ours(task_id, attempt, worker).update(
+            status=Status.QUEUED,
+            due_at=now,
+            max_attempts=F("max_attempts") + 1,
+            lease_owner="",
+            lease_expires_at=None,
+            updated_at=now,
+        )
+        if not done:
+            return None
+        _finish_attempt(
+            task_id,
+            attempt,
+            now,
+            outcome=Outcome.INTERRUPTED,
+            error_class="AttemptInterrupted",
+            error_message="the worker stopped before the attempt finished",
+            decision=Action.RETRY.value,
+            next_attempt_at=now,
+        )
     return TaskRecord.objects.get(pk=_uuid(task_id))
 
 
@@ -407,6 +443,7 @@ aclaim = database_sync_to_async(claim)
 aextend_lease = database_sync_to_async(extend_lease)
 asucceed = database_sync_to_async(succeed)
 afail = database_sync_to_async(fail)
+ainterrupt = database_sync_to_async(interrupt)
 atake_ring = database_sync_to_async(take_ring)
 asave_progress = database_sync_to_async(save_progress)
 aretry_now = database_sync_to_async(retry_now)

@@ -664,6 +664,9 @@ def test_fail_by_another_worker_changes_nothing() -> None:
 def test_a_lost_worker_is_failed_whoever_held_the_lease() -> None:
     task = running()
     lost = Failure(Outcome.WORKER_LOST, "WorkerLost", "worker lost")
+    # While the lease runs, the worker is not lost.
+    assert store.fail(task.id, 1, worker=None, failure=lost, decision=RETRY) is None
+    set_fields(task.id, lease_expires_at=ago(1))
     done = store.fail(task.id, 1, worker=None, failure=lost, decision=RETRY)
     assert done is not None
     assert done.status == Status.RETRYING
@@ -689,6 +692,20 @@ def test_a_lost_worker_of_another_attempt_is_not_recorded() -> None:
     lost = Failure(Outcome.WORKER_LOST, "WorkerLost", "worker lost")
     assert store.fail(task.id, 2, worker=None, failure=lost, decision=RETRY) is None
     assert row(task.id) == before
+
+
+def test_interrupt_hands_the_task_back_without_using_an_attempt() -> None:
+    task = running(max_attempts=2)
+    assert store.interrupt(task.id, 1, worker=OTHER) is None
+    with clock() as window:
+        back = store.interrupt(task.id, 1, worker=WORKER)
+    assert back.status == Status.QUEUED
+    assert window.holds(back.due_at)
+    assert (back.attempt, back.max_attempts) == (1, 3)
+    assert back.lease_owner == ""
+    [record] = attempts(task.id)
+    assert record["outcome"] == Outcome.INTERRUPTED
+    assert claim_next(back).attempt == 2
 
 
 def test_the_stored_traceback_is_capped_keeping_its_end() -> None:
