@@ -130,6 +130,7 @@ CHANNEL_LAYERS = {
             # BZPOPMIN and crashes idle workers; blocking reads must not time out.
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
+            "capacity": int(env_number("CHANNEL_CAPACITY", 100, minimum=1)),
         },
     }
 }

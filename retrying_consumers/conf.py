@@ -28,6 +28,12 @@ class LibrarySettings:
     traceback_limit: int = 16_000
     #: Store handler return values as task results (per consumer: store_results).
     store_results: bool = True
+    #: Messages one runworker process runs at once (``--concurrency``).
+    worker_concurrency: int = 4
+    #: Seconds the attempts in flight get after SIGTERM (``--grace-period``).
+    grace_period: float = 30.0
+    #: Seconds between two looks of a worker's scheduler at the store.
+    scheduler_interval: float = 1.0
 
     @classmethod
     def load(cls) -> LibrarySettings:

@@ -185,3 +185,23 @@ class AttemptRecord(models.Model):
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+class WorkerRecord(models.Model):
+    """A live worker process, as it last said (the registry the page reads)."""
+
+    id = models.CharField(primary_key=True, max_length=200)  # host:pid
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    channels = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField(default=1)
+    running = models.JSONField(default=list, blank=True)  # task ids in flight
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["host", "pid"]
+        indexes = [models.Index(fields=["heartbeat_at"], name="rc_worker_heartbeat")]
+
+    def __str__(self) -> str:
+        return self.id

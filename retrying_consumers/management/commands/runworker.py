@@ -1,24 +1,69 @@
-"""``manage.py runworker``: Channels' worker, started only once Redis answers.
+"""``manage.py runworker``: Channels' command, run by the retrying worker.
 
-An unreachable Redis is reported as one line and exit status 2 after
-``REDIS_CONNECT_TIMEOUT`` seconds (default 10), instead of a traceback storm.
+Same arguments as Channels' own, plus ``--concurrency`` and ``--grace-period``.
+The worker takes only as many messages as it can run, keeps going past poison
+messages, rings due and lost tasks, and stops gracefully on SIGTERM/SIGINT (see
+``retrying_consumers.worker``). An unreachable Redis is one line and exit status 2
+after ``REDIS_CONNECT_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 from typing import Any
 
 from channels.management.commands import runworker
+from channels.routing import get_default_application
 from django.conf import settings
+from django.core.management import CommandError
 
 from project.config import ConfigError, wait_for_redis
 from project.errors import fail
+from retrying_consumers.conf import library_settings
+from retrying_consumers.producer import CHANNEL_NAME
+from retrying_consumers.worker import RetryingWorker, WorkerConfig
+
+logger = logging.getLogger("retrying_consumers.worker")
+
+
+def positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+        return value
+
+    return parse
 
 
 class Command(runworker.Command):
-    help = "Run a worker for the given channels (waits for Redis first)."
+    help = "Run a retrying worker for the given channels."
+
+    def add_arguments(self, parser: Any) -> None:
+        super().add_arguments(parser)
+        lib = library_settings()
+        parser.add_argument(
+            "--concurrency",
+            type=positive(int),
+            default=lib.worker_concurrency,
+            help="Messages run at once by this process (default %(default)s).",
+        )
+        parser.add_argument(
+            "--grace-period",
+            type=positive(float),
+            default=lib.grace_period,
+            help="Seconds the attempts in flight get after SIGTERM "
+            "(default %(default)s).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        bad = [c for c in options["channels"] if not CHANNEL_NAME.fullmatch(c)]
+        if bad:
+            raise CommandError(f"invalid channel name(s): {', '.join(bad)}")
         redis_url = getattr(settings, "REDIS_URL", None)
         if redis_url:
             try:
@@ -27,4 +72,20 @@ class Command(runworker.Command):
                 )
             except ConfigError as err:
                 fail(str(err))
-        super().handle(*args, **options)
+        layer = self._layer(options["layer"])
+        config = WorkerConfig(
+            concurrency=options["concurrency"],
+            grace_period=options["grace_period"],
+            scheduler_interval=library_settings().scheduler_interval,
+        )
+        RetryingWorker(
+            get_default_application(), options["channels"], layer, config
+        ).run()
+
+    def _layer(self, alias: str) -> Any:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer(alias)
+        if layer is None:
+            raise CommandError("You do not have any CHANNEL_LAYERS configured.")
+        return layer

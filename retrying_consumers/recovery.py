@@ -1,0 +1,65 @@
+"""Taking back attempts whose worker was lost (SIGKILL, crash, lost host).
+
+A running attempt whose lease has expired is recorded as failed with reason
+"worker lost", and the task goes on by its consumer's policy: retried, or dead if
+it keeps killing workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from . import store
+from .attempts import task_policy
+from .exceptions import WorkerLost
+from .models import Outcome, TaskRecord
+from .outcomes import announce_failure
+from .policy import RetryPolicy
+
+logger = logging.getLogger("retrying_consumers.scheduler")
+
+#: Finds the consumer class serving a task (for its policy); None if unknown.
+ConsumerLookup = Callable[[TaskRecord], type | None]
+
+
+async def arecover_lost(find_consumer: ConsumerLookup, limit: int = 100) -> int:
+    """Record every expired lease as a lost worker; return how many this call took."""
+    expired = await database_sync_to_async(store.expired_lease_ids)(limit)
+    taken = 0
+    for task_id, attempt in expired:
+        taken += await _recover(task_id, attempt, find_consumer)
+    return taken
+
+
+async def _recover(
+    task_id: object, attempt: int, find_consumer: ConsumerLookup
+) -> bool:
+    task = await store.aget_task(str(task_id))
+    consumer = find_consumer(task)
+    policy = RetryPolicy()
+    if consumer is not None and hasattr(consumer, "retry_policies"):
+        found: Any = consumer
+        policy = found.retry_policies.get(task.type, found.retry_policy)
+    error = WorkerLost(
+        f"worker {task.lease_owner or '?'} stopped renewing its lease (worker lost)"
+    )
+    failure = store.Failure(
+        outcome=str(Outcome.WORKER_LOST),
+        error_class="WorkerLost",
+        error_message=str(error),
+    )
+    decision = task_policy(policy, task).decide(
+        error, store.attempt_state(task, datetime.now(UTC))
+    )
+    done = await store.afail(
+        task.id, attempt, worker=None, failure=failure, decision=decision
+    )
+    if done is None:
+        return False  # another scheduler took it, or the worker came back
+    await announce_failure(consumer or object, done, error, decision)
+    return True

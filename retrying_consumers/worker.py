@@ -1,0 +1,316 @@
+"""A worker that takes only what it can run, survives bad messages and stops cleanly.
+
+It replaces Channels' ``Worker`` under ``manage.py runworker``:
+
+- **Bounded prefetch.** A message is taken from the channel layer only when one
+  of ``concurrency`` slots is free, so an idle worker is never starved by a busy
+  one hoarding messages in memory.
+- **Poison messages** (no ``type``, an undecodable body, an unrouted channel) are
+  logged once and dropped; the other channels keep running.
+- **Scheduler.** Every process rings due retries and lost rings, and takes back
+  attempts whose lease expired; the store decides which process does each.
+- **Graceful shutdown** on SIGTERM or SIGINT: stop taking messages, give the
+  attempts in flight ``grace_period`` seconds, then cancel them (they are handed
+  back as interrupted) and exit 0. A second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from .conf import worker_id
+from .models import TaskRecord, WorkerRecord
+from .recovery import arecover_lost
+from .scheduling import aring_due
+
+logger = logging.getLogger("retrying_consumers.worker")
+
+MAX_BACKOFF = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker process behaves (seconds unless stated)."""
+
+    #: Messages run at once by this process, across all its channels.
+    concurrency: int = 4
+    #: Time the attempts in flight get to finish after SIGTERM/SIGINT.
+    grace_period: float = 30.0
+    #: How often this process looks for due and lost tasks.
+    scheduler_interval: float = 1.0
+    #: How often this process writes its registry heartbeat.
+    heartbeat_interval: float = 5.0
+
+
+class _Instance:
+    """One consumer instance fed one message at a time."""
+
+    def __init__(self, application: Any, channel: str) -> None:
+        self.queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
+        self.taken: asyncio.Future[None] | None = None
+        self.pending = 0
+        scope = {"type": "channel", "channel": channel}
+        self.runner = asyncio.create_task(self._run(application, scope, channel))
+
+    @property
+    def idle(self) -> bool:
+        return not self.runner.done() and self.pending == 0
+
+    def submit(self, message: dict[str, Any]) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending += 1
+        self.queue.put_nowait((message, done))
+        return done
+
+    async def _run(self, application: Any, scope: dict[str, Any], channel: str) -> None:
+        try:
+            await application(scope, self._receive, self._send)
+        except Exception:
+            logger.exception("consumer instance for channel %s crashed", channel)
+        finally:
+            self._finish()
+            while not self.queue.empty():  # submitted, never taken
+                self.queue.get_nowait()[1].set_result(None)
+
+    async def _receive(self) -> dict[str, Any]:
+        # Asking for the next message means the one taken before is done.
+        self._finish()
+        message, self.taken = await self.queue.get()
+        return message
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        logger.debug("worker consumers have no client to send to: %r", message)
+
+    def _finish(self) -> None:
+        if self.taken is not None and not self.taken.done():
+            self.pending -= 1
+            self.taken.set_result(None)
+
+
+class RetryingWorker:
+    """Serve ``channels`` from ``channel_layer`` with ``application``."""
+
+    def __init__(
+        self,
+        application: Any,
+        channels: list[str],
+        channel_layer: Any,
+        config: WorkerConfig | None = None,
+    ) -> None:
+        self.application = application
+        self.channels = list(channels)
+        self.channel_layer = channel_layer
+        self.config = config or WorkerConfig()
+        self.routes = _channel_routes(application)
+        self.inflight: dict[asyncio.Future[None], str | None] = {}
+        self.pools: dict[str, list[_Instance]] = {c: [] for c in self.channels}
+        self.signals_seen = 0
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        asyncio.run(self.main())
+
+    async def main(self) -> None:
+        self.stopping = asyncio.Event()
+        self.slots = asyncio.Semaphore(self.config.concurrency)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        await database_sync_to_async(self._register)()
+        listeners = [asyncio.create_task(self._listen(c)) for c in self.channels]
+        chores = [
+            asyncio.create_task(
+                self._every(self.config.scheduler_interval, self._schedule)
+            ),
+            asyncio.create_task(
+                self._every(self.config.heartbeat_interval, self._beat)
+            ),
+        ]
+        logger.info(
+            "worker started: worker=%s channels=%s concurrency=%s",
+            worker_id(),
+            ",".join(self.channels),
+            self.config.concurrency,
+        )
+        await self.stopping.wait()
+        for job in listeners + chores:
+            job.cancel()
+        await asyncio.gather(*listeners, *chores, return_exceptions=True)
+        await self._drain()
+        await database_sync_to_async(self._unregister)()
+        logger.info("worker stopped: worker=%s", worker_id())
+
+    def _on_signal(self, signum: int) -> None:
+        self.signals_seen += 1
+        name = signal.Signals(signum).name
+        if self.signals_seen == 1:
+            logger.info(
+                "%s: no new messages; %s attempt(s) in flight get %g s to finish",
+                name,
+                len(self.inflight),
+                self.config.grace_period,
+            )
+            self.stopping.set()
+        else:
+            logger.warning("%s again: interrupting the attempts in flight", name)
+            self._interrupt()
+
+    async def _drain(self) -> None:
+        if self.inflight:
+            _, pending = await asyncio.wait(
+                set(self.inflight), timeout=self.config.grace_period
+            )
+            if pending:
+                logger.warning(
+                    "grace period over: interrupting %s attempt(s)", len(pending)
+                )
+                self._interrupt()
+        runners = [i.runner for pool in self.pools.values() for i in pool]
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+
+    def _interrupt(self) -> None:
+        for pool in self.pools.values():
+            for instance in pool:
+                if not instance.idle:
+                    instance.runner.cancel()
+
+    async def _listen(self, channel: str) -> None:
+        backoff = 0.1
+        while True:
+            await self.slots.acquire()
+            try:
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                self.slots.release()
+                raise
+            except Exception as err:
+                self.slots.release()
+                if _is_connection_error(err):
+                    logger.warning(
+                        "channel layer unreachable, retrying in %.1f s: %s",
+                        backoff,
+                        err,
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(MAX_BACKOFF, backoff * 2)
+                else:
+                    _poison(
+                        channel, f"undecodable message ({type(err).__name__}: {err})"
+                    )
+                continue
+            backoff = 0.1
+            if not self._dispatch(channel, message):
+                self.slots.release()
+
+    def _dispatch(self, channel: str, message: Any) -> bool:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            _poison(channel, "message with no type", message)
+            return False
+        if self.routes is not None and channel not in self.routes:
+            _poison(channel, "no consumer is routed to this channel", message)
+            return False
+        pool = [i for i in self.pools[channel] if not i.runner.done()]
+        self.pools[channel] = pool
+        instance = next((i for i in pool if i.idle), None)
+        if instance is None:
+            instance = _Instance(self.application, channel)
+            pool.append(instance)
+        done = instance.submit(message)
+        task_id = message.get("task_id")
+        self.inflight[done] = str(task_id) if task_id is not None else None
+        done.add_done_callback(self._finished)
+        return True
+
+    def _finished(self, done: asyncio.Future[None]) -> None:
+        self.inflight.pop(done, None)
+        self.slots.release()
+
+    async def _every(self, interval: float, chore: Callable[[], Any]) -> None:
+        while True:
+            try:
+                await chore()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker chore %s failed; trying again", chore.__name__)
+            # Jitter keeps many processes from scanning the store in lock-step.
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    async def _schedule(self) -> None:
+        await aring_due()
+        await arecover_lost(self._consumer_for)
+
+    def _consumer_for(self, task: TaskRecord) -> type | None:
+        app = (self.routes or {}).get(task.channel)
+        return getattr(app, "consumer_class", None)
+
+    async def _beat(self) -> None:
+        await database_sync_to_async(self._register)()
+
+    def _register(self) -> None:
+        now = timezone.now()
+        running = sorted(t for t in self.inflight.values() if t)
+        WorkerRecord.objects.update_or_create(
+            id=worker_id(),
+            defaults={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "channels": self.channels,
+                "concurrency": self.config.concurrency,
+                "running": running,
+                "heartbeat_at": now,
+            },
+            create_defaults={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "channels": self.channels,
+                "concurrency": self.config.concurrency,
+                "running": running,
+                "started_at": now,
+                "heartbeat_at": now,
+            },
+        )
+
+    def _unregister(self) -> None:
+        WorkerRecord.objects.filter(id=worker_id()).delete()
+
+
+def _poison(channel: str, what: str, message: Any = None) -> None:
+    task_id = message.get("task_id") if isinstance(message, dict) else None
+    logger.error(
+        "poison message dropped: channel=%s problem=%s task_id=%s",
+        channel,
+        what,
+        task_id,
+        extra={"channel": channel, "task_id": task_id, "outcome": "poison"},
+    )
+
+
+def _is_connection_error(err: Exception) -> bool:
+    import redis.exceptions
+
+    errors = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    return isinstance(err, errors)
+
+
+def _channel_routes(application: Any) -> dict[str, Any] | None:
+    """The channel -> application mapping of the project's ChannelNameRouter."""
+    mapping = getattr(application, "application_mapping", None)
+    if isinstance(mapping, dict) and "channel" in mapping:
+        mapping = getattr(mapping["channel"], "application_mapping", None)
+    return mapping if isinstance(mapping, dict) else None

@@ -1,0 +1,46 @@
+"""Consumers that the fault tests drive through real runworker processes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter
+from django.core.asgi import get_asgi_application
+from tenacity import wait_fixed
+
+from retrying_consumers import RetryMixin, RetryPolicy
+from retrying_consumers.conf import worker_id
+
+django_app = get_asgi_application()
+
+
+class FaultConsumer(RetryMixin, AsyncConsumer):
+    retry_policy = RetryPolicy(max_attempts=5, wait=wait_fixed(0.2))
+    retry_policies = {
+        "fault.hang": RetryPolicy(max_attempts=2, wait=wait_fixed(0.1), time_limit=1),
+    }
+
+    async def fault_sleep(self, message: dict[str, Any]) -> str:
+        await asyncio.sleep(message["payload"].get("seconds", 0.1))
+        return worker_id()
+
+    async def fault_noop(self, message: dict[str, Any]) -> str:
+        return worker_id()
+
+    async def fault_hang(self, message: dict[str, Any]) -> None:
+        await asyncio.sleep(3600)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_app,
+        "channel": ChannelNameRouter(
+            {
+                "fault-a": FaultConsumer.as_asgi(),
+                "fault-b": FaultConsumer.as_asgi(),
+            }
+        ),
+    }
+)

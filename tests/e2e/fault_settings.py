@@ -1,0 +1,10 @@
+"""Settings for worker processes in the fault tests: short leases and rings."""
+
+from project.settings import *  # noqa: F403
+
+ASGI_APPLICATION = "tests.e2e.fault_app.application"
+RETRYING_CONSUMERS = {
+    "LEASE_SECONDS": 2,
+    "RING_TIMEOUT": 2,
+    "SCHEDULER_INTERVAL": 0.2,
+}
