@@ -13,7 +13,6 @@ import time
 import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import aclose_old_connections, database_sync_to_async
@@ -262,8 +261,7 @@ async def _record_failure(
     if isinstance(error, NoHandler):
         decision = Decision(Action.GIVE_UP, None, str(error))
     else:
-        state = store.attempt_state(task, datetime.now(UTC))
-        decision = task_policy(policy, task).decide(error, state)
+        decision = _decide(consumer, task, error, task_policy(policy, task))
     done = await store.afail(
         task.id, task.attempt, worker=worker_id(), failure=failure, decision=decision
     )
@@ -271,6 +269,24 @@ async def _record_failure(
         _not_recorded("failure", task)
         return
     await announce_failure(type(consumer), done, error, decision, hooks=consumer)
+
+
+def _decide(
+    consumer: Any, task: TaskRecord, error: Exception, policy: RetryPolicy
+) -> Decision:
+    try:
+        decision = consumer.decide_retry(task, error, policy)
+        if not isinstance(decision, Decision):
+            raise TypeError(f"decide_retry returned {decision!r}, not a Decision")
+        return decision
+    except Exception:
+        logger.critical(
+            "decide_retry raised; the policy decides instead: task_id=%s",
+            task.id,
+            exc_info=True,
+            extra={"task_id": str(task.id)},
+        )
+        return policy.decide(error, store.attempt_state(task, datetime.now(UTC)))
 
 
 def _not_recorded(what: str, task: TaskRecord) -> None:

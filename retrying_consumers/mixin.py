@@ -20,10 +20,12 @@ No exception escapes to kill the consumer; ``StopConsumer`` and cancellation pas
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from channels.consumer import AsyncConsumer
 
+from . import store
 from .attempts import TaskContext, current_task, run_task
 from .exceptions import ConfigurationError
 from .inplace import IN_PLACE_POLICY, run_in_place
@@ -89,6 +91,19 @@ class RetryMixin:
         reporter = current_reporter.get()
         if reporter is not None:
             reporter.update(progress)
+
+    def decide_retry(
+        self, task: TaskRecord, error: BaseException, policy: RetryPolicy
+    ) -> Decision:
+        """Called after an attempt failed, to decide what follows.
+
+        Receives the stored task, the error and the policy in force (already
+        capped at the task's own ``max_attempts``). Returns the policy's decision
+        by default; override it to decide per task. Runs in the event loop: do not
+        block. If it raises or returns something else, that is logged at
+        CRITICAL and the policy decides.
+        """
+        return policy.decide(error, store.attempt_state(task, datetime.now(UTC)))
 
     def on_retry(
         self, task: TaskRecord, error: BaseException, decision: Decision
