@@ -13,6 +13,7 @@ import time
 import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import aclose_old_connections, database_sync_to_async
