@@ -1,52 +1,144 @@
-"""Websocket consumer for the dashboard, and the worker consumer it talks to."""
+"""The dashboard's websocket, and the worker consumer it pings.
+
+Protocol (version 1) in docs/websocket-protocol.md. A user sees only their own
+tasks; staff see all. Updates arrive on channel-layer groups, are coalesced per
+task for ``FLUSH_INTERVAL`` and sent in batches, so a chatty task or many tasks
+at once cannot flood the browser; because groups may drop messages, every
+subscribe answers with a snapshot read from the store.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
+import asyncio
+import contextlib
+import uuid
 from typing import Any
 
 from channels.consumer import AsyncConsumer
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-PROTOCOL_VERSION = 1
+from realtime import queries
+from realtime.protocol import PROTOCOL_VERSION, ProtocolError, Request, parse_frame
+from retrying_consumers.conf import worker_id
+from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
 
-
-def worker_identity() -> str:
-    """``host:pid`` of this process, as shown to people."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+FLUSH_INTERVAL = 0.1
+STATS_INTERVAL = 2.0
 
 
 class RealtimeConsumer(AsyncJsonWebsocketConsumer):
-    """The dashboard's websocket at ``/ws/tasks/``; see docs/websocket-protocol.md."""
+    """``/ws/tasks/``: subscribe to tasks, get snapshots and live updates."""
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            # Refuses the handshake (HTTP 403): no session, no socket.
-            await self.close()
+            await self.close()  # refuses the handshake: HTTP 403
             return
+        self.user = user
+        self.scopes: set[str] = set()
+        self.task_ids: set[uuid.UUID] = set()
+        self.pending: dict[str, dict[str, Any]] = {}
+        self.flusher: asyncio.Task[None] | None = None
+        self.stats_loop: asyncio.Task[None] | None = None
         await self.accept()
         await self.send_json(
-            {"type": "hello", "protocol": PROTOCOL_VERSION, "user": user.get_username()}
+            {
+                "type": "hello",
+                "protocol": PROTOCOL_VERSION,
+                "user": user.get_username(),
+                "staff": bool(user.is_staff),
+            }
         )
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if not isinstance(content, dict):
-            await self.send_error("bad_frame", "A frame must be a JSON object.")
-            return
-        action = content.get("action")
-        if action == "ping":
+    async def disconnect(self, code: int) -> None:
+        for job in (getattr(self, "flusher", None), getattr(self, "stats_loop", None)):
+            if job is not None:
+                job.cancel()
+        for group in self._groups():
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        try:
+            request = parse_frame(text_data, bytes_data)
+            await self.handle(request)
+        except ProtocolError as err:
+            await self.send_error(err.code, err.detail, err.request_id)
+
+    async def handle(self, request: Request) -> None:
+        """Act on one valid client frame."""
+        if request.action == "ping":
             await self.channel_layer.send(
                 PingWorkerConsumer.channel,
                 {
                     "type": "ping.request",
                     "reply_channel": self.channel_name,
-                    "id": str(content.get("id", "")),
+                    "id": request.id,
                 },
             )
+        elif request.action == "subscribe":
+            await self.subscribe(request)
+        else:
+            await self.unsubscribe(request)
+
+    async def subscribe(self, request: Request) -> None:
+        """Join the groups asked for and send a snapshot from the store."""
+        if request.scope is not None:
+            if request.scope == "all" and not self.user.is_staff:
+                raise ProtocolError(
+                    "forbidden", "Only staff may subscribe to all tasks.", request.id
+                )
+            self.scopes.add(request.scope)
+            await self.channel_layer.group_add(
+                self._scope_group(request.scope), self.channel_name
+            )
+            tasks = await database_sync_to_async(queries.snapshot)(
+                self.user, request.scope
+            )
+            await self._send_snapshot(request, tasks)
+            self._start_stats()
             return
-        await self.send_error("unknown_action", f"Unknown action {action!r}.")
+        found = await database_sync_to_async(queries.tasks_by_id)(
+            self.user, request.tasks
+        )
+        missing = [str(task_id) for task_id in request.tasks if task_id not in found]
+        for task_id in found:
+            self.task_ids.add(task_id)
+            await self.channel_layer.group_add(task_group(task_id), self.channel_name)
+        await self._send_snapshot(request, queries.task_events(found.values()))
+        if missing:
+            # The same answer for unknown ids and other people's tasks.
+            raise ProtocolError(
+                "not_found",
+                f"No such task, or not yours: {', '.join(missing)}.",
+                request.id,
+            )
+
+    async def unsubscribe(self, request: Request) -> None:
+        """Leave the groups named; unknown ones are ignored."""
+        if request.scope is not None and request.scope in self.scopes:
+            self.scopes.discard(request.scope)
+            await self.channel_layer.group_discard(
+                self._scope_group(request.scope), self.channel_name
+            )
+        for task_id in request.tasks:
+            if task_id in self.task_ids:
+                self.task_ids.discard(task_id)
+                await self.channel_layer.group_discard(
+                    task_group(task_id), self.channel_name
+                )
+        await self.send_json({"type": "unsubscribed", "id": request.id})
+
+    async def task_update(self, event: dict[str, Any]) -> None:
+        """Called for each task event from a group: queue it for the next batch."""
+        task = event.get("task")
+        if not isinstance(task, dict) or not self._wants(task):
+            return
+        self.pending[task["id"]] = task  # only the latest state of a task is kept
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush_later())
 
     async def ping_reply(self, message: dict[str, Any]) -> None:
         """Called when a worker answers a ping: forwards it to the browser."""
@@ -54,9 +146,56 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             {"type": "pong", "id": message["id"], "worker": message["worker"]}
         )
 
-    async def send_error(self, code: str, detail: str) -> None:
+    async def send_error(self, code: str, detail: str, request_id: Any = None) -> None:
         """Send an error frame; the connection stays open."""
-        await self.send_json({"type": "error", "code": code, "detail": detail})
+        await self.send_json(
+            {"type": "error", "code": code, "detail": detail, "id": request_id}
+        )
+
+    def _wants(self, task: dict[str, Any]) -> bool:
+        if "all" in self.scopes and self.user.is_staff:
+            return True
+        if "mine" in self.scopes and task.get("owner_id") == self.user.pk:
+            return True
+        with contextlib.suppress(ValueError, TypeError):
+            return uuid.UUID(task["id"]) in self.task_ids
+        return False
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        batch, self.pending = list(self.pending.values()), {}
+        if batch:
+            await self.send_json({"type": "update", "tasks": batch})
+
+    async def _send_snapshot(
+        self, request: Request, tasks: list[dict[str, Any]]
+    ) -> None:
+        await self.send_json(
+            {
+                "type": "snapshot",
+                "id": request.id,
+                "scope": request.scope,
+                "tasks": tasks,
+            }
+        )
+
+    def _start_stats(self) -> None:
+        if self.stats_loop is None or self.stats_loop.done():
+            self.stats_loop = asyncio.create_task(self._send_stats())
+
+    async def _send_stats(self) -> None:
+        while self.scopes:
+            scope = "all" if "all" in self.scopes else "mine"
+            stats = await database_sync_to_async(queries.stats)(self.user, scope)
+            await self.send_json({"type": "stats", "scope": scope, **stats})
+            await asyncio.sleep(STATS_INTERVAL)
+
+    def _scope_group(self, scope: str) -> str:
+        return ALL_TASKS_GROUP if scope == "all" else user_group(self.user.pk)
+
+    def _groups(self) -> list[str]:
+        groups = [self._scope_group(scope) for scope in getattr(self, "scopes", ())]
+        return groups + [task_group(t) for t in getattr(self, "task_ids", ())]
 
 
 class PingWorkerConsumer(AsyncConsumer):
@@ -72,5 +211,5 @@ class PingWorkerConsumer(AsyncConsumer):
         """Called for each ping: replies to the websocket that sent it."""
         await self.channel_layer.send(
             message["reply_channel"],
-            {"type": "ping.reply", "id": message["id"], "worker": worker_identity()},
+            {"type": "ping.reply", "id": message["id"], "worker": worker_id()},
         )
