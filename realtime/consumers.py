@@ -24,7 +24,8 @@ from retrying_consumers.conf import worker_id
 from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
 
 FLUSH_INTERVAL = 0.1
-STATS_INTERVAL = 2.0
+STATS_INTERVAL = 2.0  # at least this often while subscribed to a scope
+STATS_MIN_INTERVAL = 0.5  # at most this often, however busy
 
 
 class RealtimeConsumer(AsyncJsonWebsocketConsumer):
@@ -41,6 +42,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.pending: dict[str, dict[str, Any]] = {}
         self.flusher: asyncio.Task[None] | None = None
         self.stats_loop: asyncio.Task[None] | None = None
+        self.stats_due = asyncio.Event()
         await self.accept()
         await self.send_json(
             {
@@ -166,6 +168,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         batch, self.pending = list(self.pending.values()), {}
         if batch:
             await self.send_json({"type": "update", "tasks": batch})
+            self.stats_due.set()  # counters follow changes without waiting
 
     async def _send_snapshot(
         self, request: Request, tasks: list[dict[str, Any]]
@@ -188,7 +191,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             scope = "all" if "all" in self.scopes else "mine"
             stats = await database_sync_to_async(queries.stats)(self.user, scope)
             await self.send_json({"type": "stats", "scope": scope, **stats})
-            await asyncio.sleep(STATS_INTERVAL)
+            self.stats_due.clear()
+            await asyncio.sleep(STATS_MIN_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stats_due.wait(), STATS_INTERVAL)
 
     def _scope_group(self, scope: str) -> str:
         return ALL_TASKS_GROUP if scope == "all" else user_group(self.user.pk)

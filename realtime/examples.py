@@ -18,6 +18,18 @@ from retrying_consumers import RetryMixin, RetryPolicy
 
 EXAMPLES_CHANNEL = "examples"
 
+#: The examples the dashboard can start: what they show, and their payload.
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "flaky": {
+        "label": "a task that fails once, then succeeds",
+        "payload": {"fail_times": 1},
+    },
+    "doomed": {"label": "a task that always fails and ends dead", "payload": {}},
+    "long": {"label": "a long task that reports progress", "payload": {"steps": 40}},
+}
+
+FLAKY_STEPS = ("connecting", "sending the request", "waiting for the answer")
+
 ProgressFn = Callable[[float, float | None, str], None]
 
 
@@ -72,9 +84,11 @@ class ExampleTasksConsumer(RetryMixin, AsyncConsumer):
     async def example_flaky(self, message: dict[str, Any]) -> str:
         """Fails ``payload["fail_times"]`` times (default 1), then succeeds."""
         fail_times = _int(message["payload"], "fail_times", 1, 10)
-        self.report_progress(0, 1, "calling the flaky service")
+        for step, what in enumerate(FLAKY_STEPS, start=1):
+            self.report_progress(step, len(FLAKY_STEPS) + 1, what)
+            await asyncio.sleep(0.4)
         result = flaky_step(message["attempt"], fail_times)
-        self.report_progress(1, 1, "done")
+        self.report_progress(len(FLAKY_STEPS) + 1, len(FLAKY_STEPS) + 1, "done")
         return result
 
     async def example_doomed(self, message: dict[str, Any]) -> None:

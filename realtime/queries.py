@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
@@ -42,10 +43,8 @@ def filtered_tasks(
     if text:
         match = Q(type__icontains=text) | Q(error_message__icontains=text)
         match |= Q(progress_message__icontains=text)
-        try:
+        with contextlib.suppress(ValueError):
             match |= Q(pk=uuid.UUID(text))
-        except ValueError:
-            pass
         tasks = tasks.filter(match)
     return tasks.order_by("-created_at")
 

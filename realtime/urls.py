@@ -4,4 +4,7 @@ from realtime import views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("tasks/<uuid:task_id>/", views.task_detail, name="task-detail"),
+    path("tasks/<uuid:task_id>/<str:action>/", views.task_action, name="task-action"),
+    path("examples/start/", views.start_example, name="start-example"),
 ]

@@ -1,11 +1,119 @@
-"""The dashboard page."""
+"""The dashboard page, the task page and the staff actions."""
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from realtime import queries
+from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
+from retrying_consumers import TaskNotFound, cancel, enqueue, retry_now
+from retrying_consumers.models import Status, TaskRecord
+
+staff_required = user_passes_test(lambda user: user.is_staff)
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    """The page where a person watches tasks live."""
-    return render(request, "realtime/dashboard.html")
+    """Counters, chart, backlog, workers and the task list, kept live by a script."""
+    status = request.GET.get("status", "")
+    status = status if status in Status.values else ""
+    channel = request.GET.get("channel", "")[:100]
+    text = request.GET.get("q", "")[:200]
+    tasks = queries.filtered_tasks(request.user, status, channel, text)
+    scope = "all" if request.user.is_staff else "mine"
+    context = {
+        "tasks": tasks[: queries.LIST_LIMIT],
+        "filters": {"status": status, "channel": channel, "q": text},
+        "statuses": Status.choices,
+        "channels": queries.channels_in_use(request.user),
+        "stats": queries.stats(request.user, scope),
+        "examples": EXAMPLES,
+        "scope": scope,
+    }
+    return render(request, "realtime/dashboard.html", context)
+
+
+@login_required
+def task_detail(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
+    """One task: payload, times, every attempt's error and traceback, result."""
+    task = _visible_task(request, task_id)
+    context = {
+        "task": task,
+        "attempts": queries.attempts_of(task),
+        "payload": json.dumps(task.payload, indent=2, sort_keys=True),
+        "result": json.dumps(task.result, indent=2, sort_keys=True),
+        "event": task.to_event(),
+    }
+    return render(request, "realtime/task_detail.html", context)
+
+
+@require_POST
+@login_required
+@staff_required
+def start_example(request: HttpRequest) -> HttpResponse:
+    """Enqueue one of the example tasks, owned by the person who asked."""
+    kind = request.POST.get("example", "")
+    if kind not in EXAMPLES:
+        messages.error(request, f"Unknown example {kind!r}.")
+        return _back(request)
+    task_id = enqueue(
+        EXAMPLES_CHANNEL,
+        f"example.{kind}",
+        EXAMPLES[kind]["payload"],
+        user=request.user,
+    )
+    messages.success(request, f"Started {EXAMPLES[kind]['label']} ({task_id}).")
+    return _back(request)
+
+
+@require_POST
+@login_required
+@staff_required
+def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpResponse:
+    """Retry now, cancel or delete a task."""
+    try:
+        if action == "retry":
+            retry_now(task_id)
+            messages.success(request, f"Task {task_id} will run now.")
+        elif action == "cancel":
+            cancel(task_id, reason=f"cancelled by {request.user.get_username()}")
+            messages.success(request, f"Task {task_id} cancelled.")
+        elif action == "delete":
+            deleted, _ = TaskRecord.objects.filter(pk=task_id).delete()
+            if not deleted:
+                raise TaskNotFound(f"no task with id {task_id}")
+            messages.success(request, f"Task {task_id} deleted.")
+            return HttpResponseRedirect(reverse("dashboard"))
+        else:
+            raise Http404("unknown action")
+    except TaskNotFound:
+        raise Http404("no such task") from None
+    except ValueError as err:
+        messages.error(request, str(err))
+    return _back(request)
+
+
+def _visible_task(request: HttpRequest, task_id: uuid.UUID) -> TaskRecord:
+    try:
+        return queries.visible_tasks(request.user).get(pk=task_id)
+    except TaskRecord.DoesNotExist:
+        raise Http404("no such task") from None
+
+
+def _back(request: HttpRequest) -> HttpResponse:
+    target: Any = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("dashboard")
+    return HttpResponseRedirect(target)

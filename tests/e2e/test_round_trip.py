@@ -40,7 +40,12 @@ def test_websocket_reaches_a_worker_and_back(tmp_path: Path) -> None:
     worker = start_worker(env, tmp_path, ["realtime-ping"])
     with running([daphne, worker]), open_socket(port, cookie) as ws:
         hello = json.loads(ws.recv(timeout=10))
-        assert hello == {"type": "hello", "protocol": 1, "user": "alice", "staff": False}
+        assert hello == {
+            "type": "hello",
+            "protocol": 1,
+            "user": "alice",
+            "staff": False,
+        }
         ws.send(json.dumps({"action": "ping", "id": "p1"}))
         pong = json.loads(ws.recv(timeout=15))
         assert pong["type"] == "pong"
