@@ -93,8 +93,8 @@ class ProgressReporter:
             logger.warning(
                 "progress not saved: task_id=%s", self.task.id, exc_info=True
             )
-            self._last_flush = self._loop.time()
         finally:
+            self._last_flush = self._loop.time()
             self._flushing = None
         if self._latest is not None:
             self._schedule()

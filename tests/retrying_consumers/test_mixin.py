@@ -73,6 +73,12 @@ class Consumer(RetryMixin, AsyncConsumer):
         calls.append(("quick", message["attempt"]))
         await asyncio.sleep(10)
 
+    async def job_chatty(self, message: dict[str, Any]) -> None:
+        for i in range(10_000):  # 10,000 reports over about half a second
+            self.report_progress(i + 1, 10_000, f"item {i + 1}")
+            if i % 100 == 0:
+                await asyncio.sleep(0.005)
+
     async def job_bad_result(self, message: dict[str, Any]) -> object:
         return object()
 
@@ -305,6 +311,27 @@ async def test_progress_events_reach_the_task_group(worker) -> None:
     assert seen[-1]["progress"] == {"current": 2.0, "total": 2.0, "message": "all"}
     # 2 reports in a row are coalesced into one event.
     assert len(seen) <= 3
+
+
+async def test_a_chatty_task_is_coalesced_and_its_final_state_delivered(
+    worker,
+) -> None:
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    task = await make_task("job.chatty")
+    await layer.group_add(task_group(task.id), listener)
+    started = time.monotonic()
+    await worker.send_input(ring(task))
+    seen = []
+    while not seen or seen[-1]["status"] != Status.SUCCEEDED:
+        seen.append((await asyncio.wait_for(layer.receive(listener), 5))["task"])
+    elapsed = time.monotonic() - started
+    # One event per PROGRESS_INTERVAL (0.1 s) at most, plus start and finish.
+    assert len(seen) <= elapsed / 0.1 + 3
+    assert seen[-1]["progress"]["current"] == 10_000
+    stored = await database_sync_to_async(store.get_task)(task.id)
+    assert stored.progress_current == 10_000
+    assert stored.progress_message == "item 10000"
 
 
 async def test_signals_are_sent(worker) -> None:
