@@ -21,7 +21,7 @@ lint: $(VENV)/.installed-test
 	$(PY) -m pip install -q -e '.[lint]'
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy --strict retrying_consumers/policy.py
+	$(PY) -m mypy retrying_consumers realtime project
 
 $(VENV)/bin/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.12 or newer is needed (set PYTHON=/path/to/python3.12)" >&2; exit 2; }
