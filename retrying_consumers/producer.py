@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from . import store
 from .conf import library_settings
@@ -55,6 +57,15 @@ def _prepare(
     return payload
 
 
+def _deferred(run_after: datetime | None) -> datetime | None:
+    """``run_after`` if it is still to come, else None (the task runs now)."""
+    if run_after is None:
+        return None
+    if not isinstance(run_after, datetime) or run_after.utcoffset() is None:
+        raise ValueError(f"run_after must be an aware datetime, got {run_after!r}")
+    return run_after if run_after > timezone.now() else None
+
+
 def _owner_id(user: Any) -> int | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
@@ -69,6 +80,7 @@ def enqueue(
     max_attempts: int | None = None,
     user: Any = None,
     idempotency_key: str | None = None,
+    run_after: datetime | None = None,
 ) -> uuid.UUID:
     """Store a task and ring ``channel`` once the transaction commits.
 
@@ -77,10 +89,13 @@ def enqueue(
     this task. ``user`` owns the task (they may watch it on the page). With an
     ``idempotency_key``, enqueueing again while the first task is unfinished or
     succeeded returns the first task's id; after it is dead or cancelled, a new
-    task is made. Raises ``InvalidPayload`` (naming the offending key) or
+    task is made. ``run_after`` (an aware datetime) defers the first attempt:
+    the task waits in the store, ringing nothing, until the workers' scheduler
+    finds it due. Raises ``InvalidPayload`` (naming the offending key) or
     ``ValueError`` for bad arguments; nothing is stored then.
     """
     payload = _prepare(channel, type, payload, max_attempts)
+    deferred = _deferred(run_after)
     task, created = store.create_task(
         channel=channel,
         type=type,
@@ -89,8 +104,9 @@ def enqueue(
         owner_id=_owner_id(user),
         idempotency_key=idempotency_key,
         ring_timeout=library_settings().ring_timeout,
+        run_after=deferred,
     )
-    if created:
+    if created and deferred is None:
         transaction.on_commit(lambda: ring(task), robust=True)
     return task.id
 
@@ -103,9 +119,11 @@ async def aenqueue(
     max_attempts: int | None = None,
     user: Any = None,
     idempotency_key: str | None = None,
+    run_after: datetime | None = None,
 ) -> uuid.UUID:
     """Async twin of :func:`enqueue` (the row is committed before it rings)."""
     payload = _prepare(channel, type, payload, max_attempts)
+    deferred = _deferred(run_after)
     task, created = await store.acreate_task(
         channel=channel,
         type=type,
@@ -114,8 +132,9 @@ async def aenqueue(
         owner_id=_owner_id(user),
         idempotency_key=idempotency_key,
         ring_timeout=library_settings().ring_timeout,
+        run_after=deferred,
     )
-    if created:
+    if created and deferred is None:
         await aring(task)
     return task.id
 

@@ -1,0 +1,340 @@
+"""A ``django.tasks`` backend whose tasks run on Channels workers, with retries.
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "retrying_consumers.tasks_backend.ChannelsBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"MAX_ATTEMPTS": 5},
+        }
+    }
+
+Each queue is a worker channel, served by
+:class:`~retrying_consumers.tasks_consumer.DjangoTaskConsumer`. An enqueued task
+is a :class:`~retrying_consumers.models.TaskRecord` of type ``django.task`` whose
+payload names the function and holds its arguments, so it has the guarantees,
+the page, the admin and the commands of every other task. Results are read back
+from the record and its attempts.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task, TaskError
+from django.tasks.exceptions import (
+    InvalidTask,
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+)
+from django.tasks.signals import task_enqueued
+from django.utils.json import normalize_json
+from django.utils.module_loading import import_string
+
+from . import exceptions, producer, store
+from .exceptions import InvalidPayload, TaskNotFound
+from .models import AttemptRecord, Status, TaskRecord
+from .outcomes import send_signal
+from .payload import validate_payload
+
+logger = logging.getLogger("retrying_consumers.django_tasks")
+
+#: The message type of Django tasks; ``DjangoTaskConsumer.django_task`` runs them.
+DJANGO_TASK_TYPE = "django.task"
+
+#: ``backoff(exception, task_result)``: seconds (or a timedelta) before the next
+#: attempt, or None to give up.
+Backoff = Callable[[BaseException, TaskResult], float | timedelta | None]
+
+OPTIONS = ("MAX_ATTEMPTS", "BACKOFF")
+
+STATUSES = {
+    Status.QUEUED: TaskResultStatus.READY,
+    Status.RETRYING: TaskResultStatus.READY,
+    Status.RUNNING: TaskResultStatus.RUNNING,
+    Status.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    Status.DEAD: TaskResultStatus.FAILED,
+    Status.CANCELLED: TaskResultStatus.FAILED,
+}
+
+
+class InvalidTaskData(InvalidPayload, TypeError):
+    """Task arguments or a return value that cannot round-trip through JSON.
+
+    A ``TypeError``, as Django documents for such arguments, that names the
+    offending value, e.g. ``task['args'][0]: datetime is not msgpack/JSON safe``.
+    """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelsTask(Task):
+    """A Django ``Task`` with retry options: ``@task(max_attempts=5, backoff=f)``.
+
+    ``max_attempts`` is the most executions, the first included (None: the
+    backend's ``MAX_ATTEMPTS``, else the consumer's policy). ``backoff`` is called
+    with the exception and the failed ``TaskResult`` after an attempt that the
+    policy would retry; it returns the seconds to wait, or None to give up.
+    Neither can be changed with ``using()``.
+    """
+
+    max_attempts: int | None = None
+    backoff: Backoff | None = None
+
+
+class ChannelsBackend(BaseTaskBackend):
+    """Django tasks as durable, retried tasks on Channels worker channels.
+
+    ``QUEUES`` are channel names (each must be routed to ``DjangoTaskConsumer``).
+    ``OPTIONS``: ``MAX_ATTEMPTS`` (default for tasks that set none) and
+    ``BACKOFF`` (a callable or its dotted path: the default ``backoff``).
+    Channels has no priorities, so ``priority`` other than 0 is refused.
+    """
+
+    task_class = ChannelsTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = False  # a channel is first in, first out
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        self.max_attempts, self.backoff = _backend_options(
+            alias, self.queues, self.options
+        )
+
+    def validate_task(self, task: Task) -> None:
+        """Django's checks (the queue is one of QUEUES), and sane retry options."""
+        super().validate_task(task)
+        problem = _retry_problem(
+            getattr(task, "max_attempts", None), getattr(task, "backoff", None)
+        )
+        if problem:
+            raise InvalidTask(problem)
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        """Store the task; its channel is rung when the transaction commits."""
+        self.validate_task(task)
+        task_id = producer.enqueue(
+            task.queue_name, DJANGO_TASK_TYPE, **self._arguments(task, args, kwargs)
+        )
+        result = self._result(store.get_task(task_id), [], task)
+        for receiver, response in task_enqueued.send_robust(
+            type(self), task_result=result
+        ):
+            if isinstance(response, Exception):
+                logger.error(
+                    "task_enqueued receiver %r raised", receiver, exc_info=response
+                )
+        return result
+
+    async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        """Async twin of :meth:`enqueue` (it rings at once)."""
+        self.validate_task(task)
+        task_id = await producer.aenqueue(
+            task.queue_name, DJANGO_TASK_TYPE, **self._arguments(task, args, kwargs)
+        )
+        result = self._result(await store.aget_task(task_id), [], task)
+        await send_signal(task_enqueued, type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        """The task's result as stored now, or ``TaskResultDoesNotExist``."""
+        try:
+            record = store.get_task(result_id)
+        except TaskNotFound:
+            raise TaskResultDoesNotExist(result_id) from None
+        if (
+            record.type != DJANGO_TASK_TYPE
+            or record.payload.get("backend") != self.alias
+        ):
+            raise TaskResultDoesNotExist(result_id)
+        attempts = list(AttemptRecord.objects.filter(task=record).order_by("number"))
+        return self._result(record, attempts, self._task_of(record))
+
+    async def aget_result(self, result_id: str) -> TaskResult:
+        """Async twin of :meth:`get_result`."""
+        return await database_sync_to_async(self.get_result)(result_id)
+
+    def _arguments(self, task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
+        """The producer's arguments for ``task`` called with ``args`` and ``kwargs``."""
+        found = _import_task(task.module_path)
+        if found is None or found.func is not task.func:
+            raise InvalidTask(
+                f"{task.module_path!r} must be the Task itself, so that workers "
+                "can import it (decorate the module-level function with @task)."
+            )
+        arguments = json_safe({"args": list(args), "kwargs": dict(kwargs)})
+        run_after = task.run_after
+        payload = {
+            "module_path": task.module_path,
+            "backend": self.alias,
+            "run_after": run_after.isoformat() if run_after else None,
+            **arguments,
+        }
+        max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
+        return {
+            "payload": payload,
+            "max_attempts": max_attempts,
+            "run_after": run_after,
+        }
+
+    def _task_of(self, record: TaskRecord) -> Task:
+        """The Task of a stored record, as it was enqueued (queue, run_after)."""
+        path = record.payload["module_path"]
+        found = _import_task(path)
+        if found is None:
+            raise ValueError(f"Expected {path!r} to point to a Task instance.")
+        run_after = record.payload.get("run_after")
+        changes = {
+            "queue_name": record.channel,
+            "backend": self.alias,
+            "run_after": datetime.fromisoformat(run_after) if run_after else None,
+        }
+        if any(getattr(found, name) != value for name, value in changes.items()):
+            found = replace(found, **changes)
+        return found
+
+    def _result(
+        self, record: TaskRecord, attempts: list[AttemptRecord], task: Task
+    ) -> TaskResult:
+        result = TaskResult(
+            task=task,
+            id=str(record.id),
+            status=STATUSES[Status(record.status)],
+            enqueued_at=record.created_at,
+            started_at=record.started_at,
+            finished_at=record.finished_at if record.is_final else None,
+            last_attempted_at=attempts[-1].started_at if attempts else None,
+            args=record.payload["args"],
+            kwargs=record.payload["kwargs"],
+            backend=self.alias,
+            errors=[task_error(a) for a in attempts if a.error_class],
+            worker_ids=[a.worker for a in attempts],
+        )
+        if record.status == Status.SUCCEEDED:
+            object.__setattr__(result, "_return_value", record.result)
+        return result
+
+
+def _import_task(path: str) -> Any:
+    """The Task that ``path`` names (as workers find it), or None."""
+    try:
+        found = import_string(path)
+    except ImportError:
+        return None
+    return found if isinstance(found, Task) else None
+
+
+def task_error(attempt: AttemptRecord) -> TaskError:
+    """Django's view of a failed attempt: the exception's class path, traceback."""
+    return TaskError(
+        exception_class_path=exception_path(attempt.error_class, attempt.traceback),
+        traceback=attempt.traceback
+        or f"{attempt.error_class}: {attempt.error_message}\n",
+    )
+
+
+def exception_path(name: str, traceback: str) -> str:
+    """The import path of exception class ``name`` (a qualname) from its traceback.
+
+    The store keeps the class's qualname; the last line of a traceback names the
+    class with its module (except for built-ins), as ``pkg.mod.Name: message``.
+    """
+    header = re.compile(rf"^(?:([\w.]+)\.)?{re.escape(name)}(?::|$)", re.MULTILINE)
+    modules = [match.group(1) for match in header.finditer(traceback)]
+    if modules and modules[-1]:
+        return f"{modules[-1]}.{name}"
+    for module in (builtins, exceptions):
+        if isinstance(getattr(module, name, None), type):
+            return f"{module.__name__}.{name}"
+    return name
+
+
+def json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a JSON round trip gives them back (tuples become lists).
+
+    Raises :class:`InvalidTaskData` naming what JSON cannot carry, e.g.
+    ``task['args'][0]``.
+    """
+    try:
+        values = normalize_json(values)
+    except (TypeError, ValueError):
+        values = _lists(values)  # validate_payload names the offending part
+    try:
+        validate_payload(values, "task")
+    except InvalidPayload as err:
+        raise InvalidTaskData(err.path, err.problem) from None
+    return values
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, at any depth: what they become after a JSON round trip."""
+    if isinstance(value, tuple | list):
+        return [_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _lists(item) for key, item in value.items()}
+    return value
+
+
+def _retry_problem(
+    max_attempts: Any,
+    backoff: Any,
+    names: tuple[str, str] = ("max_attempts", "backoff"),
+) -> str | None:
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or max_attempts < 1
+    ):
+        return f"{names[0]} must be an int >= 1, got {max_attempts!r}."
+    if backoff is not None and not callable(backoff):
+        return (
+            f"{names[1]} must be a callable (exception, task_result) -> "
+            f"seconds or None, got {backoff!r}."
+        )
+    return None
+
+
+def _backend_options(
+    alias: str, queues: set[Any], options: Any
+) -> tuple[int | None, Backoff | None]:
+    """Check QUEUES and OPTIONS; return the default max_attempts and backoff."""
+    where = f"TASKS[{alias!r}]"
+    if not queues:
+        raise InvalidTaskBackend(f"{where}['QUEUES'] must name at least one queue.")
+    bad = sorted(
+        repr(q)
+        for q in queues
+        if not isinstance(q, str) or not producer.CHANNEL_NAME.fullmatch(q)
+    )
+    if bad:
+        raise InvalidTaskBackend(
+            f"{where}['QUEUES']: {', '.join(bad)} are not channel names (ASCII "
+            "letters, digits, '-', '_' and '.', under 100 characters)."
+        )
+    if not isinstance(options, Mapping) or set(options) - set(OPTIONS):
+        raise InvalidTaskBackend(
+            f"{where}['OPTIONS'] may only have {', '.join(OPTIONS)}, got {options!r}."
+        )
+    backoff = options.get("BACKOFF")
+    if isinstance(backoff, str):
+        try:
+            backoff = import_string(backoff)
+        except ImportError as err:
+            raise InvalidTaskBackend(f"{where}['OPTIONS']['BACKOFF']: {err}") from err
+    max_attempts = options.get("MAX_ATTEMPTS")
+    names = (f"{where}['OPTIONS']['MAX_ATTEMPTS']", f"{where}['OPTIONS']['BACKOFF']")
+    problem = _retry_problem(max_attempts, backoff, names)
+    if problem:
+        raise InvalidTaskBackend(problem)
+    return max_attempts, backoff
