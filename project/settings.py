@@ -135,8 +135,18 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Django's task framework (django.tasks): @task functions run on Channels
+# workers, each queue a worker channel (see README, "Using Django's task
+# framework").
+TASKS = {
+    "default": {
+        "BACKEND": "retrying_consumers.tasks_backend.ChannelsBackend",
+        "QUEUES": ["default"],
+    }
+}
+
 # The worker channels that the bundled Procfile's runworker processes serve.
-WORKER_CHANNELS = env_list("WORKER_CHANNELS", ["realtime-ping", "examples"])
+WORKER_CHANNELS = env_list("WORKER_CHANNELS", ["realtime-ping", "examples", "default"])
 
 _VALIDATORS = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [
@@ -162,14 +172,21 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+# "text": readable key=value lines; "json": one JSON object per line.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in {"text", "json"}:
+    raise ConfigError(
+        f"LOG_FORMAT={LOG_FORMAT!r} is not a log format; use text or json"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "retrying_consumers.logformat.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
@@ -177,4 +194,30 @@ LOGGING = {
         "realtime": {"level": LOG_LEVEL},
         "django.channels": {"level": LOG_LEVEL},
     },
+}
+
+# Operations: retention in days (unset: keep), dead-task mail, the metrics token.
+RETRYING_CONSUMERS = {
+    "NOTIFY_DEAD": env_bool("NOTIFY_DEAD", False),
+    "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
+    **{
+        f"PURGE_{status}_AFTER": env_number(f"PURGE_{status}_DAYS", 0) * 86400 or None
+        for status in ("SUCCEEDED", "DEAD", "CANCELLED")
+    },
+}
+# Dead-task mails go to ADMINS (comma-separated addresses) through this server.
+ADMINS = env_list("ADMINS", [])
+SERVER_EMAIL = os.environ.get("SERVER_EMAIL", "root@localhost")
+MAILERS = {
+    "default": {
+        "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "OPTIONS": {
+            "host": os.environ.get("EMAIL_HOST", "localhost"),
+            "port": int(env_number("EMAIL_PORT", 25, minimum=1)),
+            "username": os.environ.get("EMAIL_HOST_USER", ""),
+            "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
+            "use_tls": env_bool("EMAIL_USE_TLS", False),
+            "timeout": 30,
+        },
+    }
 }

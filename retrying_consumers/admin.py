@@ -1,55 +1,342 @@
-"""Task records in the Django admin: find a task, read why it died."""
+"""Task records in the Django admin: find a task, read why it died, act on it.
+
+Every field is read-only: state changes only through the store's conditional
+updates (``retry_now``, ``cancel``), never through a form that could overwrite
+what a worker wrote meanwhile. Staff with the change permission get the actions
+"Retry now" and "Cancel" (on the list and on a task's page); staff with the
+delete permission may delete finished tasks. Unfinished tasks cannot be deleted:
+cancel them first, so that no accepted work disappears silently.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
-from .models import AttemptRecord, TaskRecord
+from . import producer
+from .exceptions import TaskNotFound
+from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
+from .store import get_task
+
+RETRYABLE = (Status.QUEUED, Status.RETRYING, Status.DEAD, Status.CANCELLED)
 
 
-class AttemptInline(admin.TabularInline):
+def _pre(value: str) -> str:
+    return format_html('<pre style="white-space: pre-wrap">{}</pre>', value)
+
+
+def _json(value: Any) -> str:
+    return _pre(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+class AttemptInline(admin.StackedInline):
+    """Every attempt of the task, with its error and traceback."""
+
     model = AttemptRecord
     extra = 0
     can_delete = False
     fields = (
+        ("number", "outcome", "worker"),
+        ("started_at", "finished_at"),
+        ("decision", "next_attempt_at"),
+        "error_class",
+        "error_message",
+        "traceback_text",
+    )
+    readonly_fields = (
         "number",
         "outcome",
         "worker",
         "started_at",
         "finished_at",
-        "error_class",
-        "error_message",
         "decision",
         "next_attempt_at",
-        "traceback",
+        "error_class",
+        "error_message",
+        "traceback_text",
     )
-    readonly_fields = fields
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: AttemptRecord) -> str:
+        return _pre(obj.traceback) if obj.traceback else "-"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Attempts are part of their task: whoever may see the task sees them.
+        user = request.user
+        return bool(
+            user.has_perm("retrying_consumers.view_taskrecord")
+            or user.has_perm("retrying_consumers.change_taskrecord")
+        )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(TaskRecord)
 class TaskRecordAdmin(admin.ModelAdmin):
+    """The task list (the backlog and the dead-letter queue) and each task's page."""
+
     list_display = (
         "id",
         "type",
         "channel",
         "status",
-        "attempt",
-        "max_attempts",
-        "error_class",
+        "attempts",
+        "error",
         "created_at",
+        "finished_at",
     )
-    list_filter = ("status", "channel", "type", "created_at")
-    search_fields = ("id", "type", "error_message", "error_class")
+    list_filter = ("status", "channel", "type", "created_at", "finished_at")
+    search_fields = ("id", "type", "error_class", "error_message", "reason")
     date_hierarchy = "created_at"
+    list_per_page = 50
+    # Counting a large table twice per page is slow; one count is enough.
+    show_full_result_count = False
     inlines = [AttemptInline]
+    actions = ["retry_now", "cancel_tasks", "delete_selected"]
+    change_form_template = "admin/retrying_consumers/taskrecord/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("id", "channel", "type", "status", "reason", "owner")}),
+        (
+            "Attempts",
+            {
+                "fields": (
+                    ("attempt", "max_attempts", "attempt_budget", "drive_offset"),
+                    ("due_at", "lease_owner", "lease_expires_at"),
+                    ("error_class", "error_message"),
+                )
+            },
+        ),
+        ("Progress", {"fields": ("progress", "progress_at")}),
+        ("Payload and result", {"fields": ("payload_json", "result_json")}),
+        (
+            "Times",
+            {
+                "fields": (
+                    ("created_at", "started_at", "finished_at", "updated_at"),
+                    "idempotency_key",
+                )
+            },
+        ),
+    )
     # State changes go through the store's conditional updates, never a form.
-    readonly_fields = [field.name for field in TaskRecord._meta.fields]
+    readonly_fields = [
+        *(field.name for field in TaskRecord._meta.fields),
+        "progress",
+        "payload_json",
+        "result_json",
+    ]
+
+    @admin.display(description="attempts")
+    def attempts(self, obj: TaskRecord) -> str:
+        return f"{obj.attempt}/{obj.max_attempts or '?'}"
+
+    @admin.display(description="error")
+    def error(self, obj: TaskRecord) -> str:
+        if not obj.error_class:
+            return ""
+        text = f"{obj.error_class}: {obj.error_message}"
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description="progress")
+    def progress(self, obj: TaskRecord) -> str:
+        if obj.progress_current is None:
+            return "-"
+        text = f"{obj.progress_current:g}"
+        if obj.progress_total:
+            share = 100 * obj.progress_current / obj.progress_total
+            text += f" / {obj.progress_total:g} ({share:.0f}%)"
+        return f"{text} {obj.progress_message}".strip()
+
+    @admin.display(description="payload")
+    def payload_json(self, obj: TaskRecord) -> str:
+        return _json(obj.payload)
+
+    @admin.display(description="result")
+    def result_json(self, obj: TaskRecord) -> str:
+        return "-" if obj.result is None else _json(obj.result)
+
+    # Permissions ---------------------------------------------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(
+        self, request: HttpRequest, obj: TaskRecord | None = None
+    ) -> bool:
+        if obj is not None and obj.status in ACTIVE:
+            return False  # cancel it first: accepted work never vanishes silently
+        return bool(super().has_delete_permission(request, obj))
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: Any
+    ) -> None:
+        """Nothing to save: every field is read-only (a save would race workers)."""
+
+    # Actions -------------------------------------------------------------------
+
+    @admin.action(
+        description="Retry now (re-drive dead or cancelled)", permissions=["change"]
+    )
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
+        self._act(request, queryset.values_list("pk", flat=True), _retry, "retried")
+
+    @admin.action(description="Cancel unfinished tasks", permissions=["change"])
+    def cancel_tasks(
+        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
+    ) -> None:
+        self._act(
+            request,
+            queryset.values_list("pk", flat=True),
+            _canceller(f"cancelled by {request.user.get_username()} in the admin"),
+            "cancelled",
+        )
+
+    @admin.action(description="Delete selected finished tasks", permissions=["delete"])
+    def delete_selected(
+        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
+    ) -> HttpResponse | None:
+        """Django's delete action, limited to finished tasks."""
+        finished = queryset.filter(status__in=FINAL)
+        skipped = queryset.exclude(status__in=FINAL).count()
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} unfinished task(s) left alone; cancel them first.",
+                messages.WARNING,
+            )
+        if not finished.exists():
+            return None
+        response: HttpResponse | None = django_delete_selected(self, request, finished)
+        return response
+
+    def _act(
+        self,
+        request: HttpRequest,
+        task_ids: Iterable[Any],
+        act: Callable[[Any], str | None],
+        done_word: str,
+    ) -> None:
+        done, problems = 0, []
+        for task_id in task_ids:
+            problem = act(task_id)
+            if problem is None:
+                done += 1
+            else:
+                problems.append(problem)
+        if done:
+            self.message_user(request, f"{done} task(s) {done_word}.", messages.SUCCESS)
+        for problem in problems[:10]:
+            self.message_user(request, problem, messages.WARNING)
+        if len(problems) > 10:
+            self.message_user(
+                request, f"... and {len(problems) - 10} more", messages.WARNING
+            )
+
+    # The task page's buttons ---------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/retry-now/",
+                wrap(require_POST(self.retry_view)),
+                name=f"{info}_retry_now",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                wrap(require_POST(self.cancel_view)),
+                name=f"{info}_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST from the task page: retry this task now."""
+        return self._button(request, object_id, _retry, "retried")
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST from the task page: cancel this task."""
+        reason = f"cancelled by {request.user.get_username()} in the admin"
+        return self._button(request, object_id, _canceller(reason), "cancelled")
+
+    def _button(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        act: Callable[[Any], str | None],
+        done_word: str,
+    ) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        self._act(request, [object_id], act, done_word)
+        info = f"admin:{self.opts.app_label}_{self.opts.model_name}"
+        if not TaskRecord.objects.filter(pk=_pk_or_none(object_id)).exists():
+            return HttpResponseRedirect(reverse(f"{info}_changelist"))
+        return HttpResponseRedirect(reverse(f"{info}_change", args=[object_id]))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        task = TaskRecord.objects.filter(pk=_pk_or_none(object_id)).first()
+        may_act = self.has_change_permission(request, task)
+        context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "can_retry_now": bool(task and may_act and task.status in RETRYABLE),
+            "can_cancel": bool(task and may_act and task.status in ACTIVE),
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+
+def _pk_or_none(object_id: str) -> Any:
+    try:
+        return TaskRecord._meta.pk.to_python(object_id)
+    except ValidationError:
+        return None
+
+
+def _retry(task_id: Any) -> str | None:
+    try:
+        producer.retry_now(task_id)
+    except (TaskNotFound, ValueError) as err:
+        return str(err)
+    return None
+
+
+def _canceller(reason: str) -> Callable[[Any], str | None]:
+    def cancel(task_id: Any) -> str | None:
+        try:
+            if get_task(task_id).status in ACTIVE:
+                task = producer.cancel(task_id, reason)
+                if task.status == Status.CANCELLED and task.reason == reason:
+                    return None
+            task = get_task(task_id)
+        except TaskNotFound as err:
+            return str(err)
+        return f"task {task.id} is already {task.status}; nothing to cancel"
+
+    return cancel

@@ -7,3 +7,11 @@ class RetryingConsumersConfig(AppConfig):
     name = "retrying_consumers"
     verbose_name = "Retrying consumers"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import notify, signals
+
+        # The receiver checks NOTIFY_DEAD itself, so settings may change later.
+        signals.task_dead.connect(
+            notify.on_task_dead, dispatch_uid="retrying_consumers.notify"
+        )

@@ -34,6 +34,18 @@ class LibrarySettings:
     grace_period: float = 30.0
     #: Seconds between two looks of a worker's scheduler at the store.
     scheduler_interval: float = 1.0
+    #: Delete succeeded tasks this many seconds after they finished (None: keep).
+    purge_succeeded_after: float | None = None
+    #: Delete dead tasks this many seconds after they finished (None: keep).
+    purge_dead_after: float | None = None
+    #: Delete cancelled tasks this many seconds after they finished (None: keep).
+    purge_cancelled_after: float | None = None
+    #: Mail the site's ADMINS when tasks end dead (see ``notify``).
+    notify_dead: bool = False
+    #: At most one dead-task mail per process in this many seconds.
+    notify_interval: float = 300.0
+    #: Bearer token that may read ``/metrics`` (staff sessions always may).
+    metrics_token: str | None = None
 
     @classmethod
     def load(cls) -> LibrarySettings:
@@ -47,16 +59,38 @@ class LibrarySettings:
             )
         values = {names[key]: value for key, value in raw.items()}
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                if name != "store_results":
-                    raise ConfigurationError(
-                        f"RETRYING_CONSUMERS[{name.upper()!r}] must be a number"
-                    )
-            elif value <= 0:
-                raise ConfigurationError(
-                    f"RETRYING_CONSUMERS[{name.upper()!r}] must be > 0"
-                )
+            _check_option(name, value)
         return cls(**values)
+
+
+#: Options that are yes/no, text, or may be None (off); the others are numbers.
+_FLAGS = frozenset({"store_results", "notify_dead"})
+_TEXTS = frozenset({"metrics_token"})
+_OPTIONAL = frozenset(
+    {
+        "purge_succeeded_after",
+        "purge_dead_after",
+        "purge_cancelled_after",
+        "metrics_token",
+    }
+)
+
+
+def _check_option(name: str, value: Any) -> None:
+    """Raise ConfigurationError unless ``value`` suits option ``name``."""
+    key = f"RETRYING_CONSUMERS[{name.upper()!r}]"
+    if value is None and name in _OPTIONAL:
+        return
+    if name in _FLAGS:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"{key} must be True or False")
+    elif name in _TEXTS:
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{key} must be a non-empty string or None")
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{key} must be a number")
+    elif value <= 0:
+        raise ConfigurationError(f"{key} must be > 0")
 
 
 def library_settings() -> LibrarySettings:

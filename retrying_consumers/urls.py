@@ -1,0 +1,9 @@
+"""URLs of the library: ``include("retrying_consumers.urls")`` at the site root."""
+
+from django.urls import path
+
+from .metrics import metrics_view
+
+urlpatterns = [
+    path("metrics", metrics_view, name="retrying-consumers-metrics"),
+]
