@@ -236,9 +236,7 @@ async def _interrupted(task: TaskRecord, reporter: ProgressReporter) -> None:
 
 
 async def _record_success(consumer: Any, task: TaskRecord, result: Any) -> None:
-    keep = consumer.store_results
-    if keep is None:
-        keep = library_settings().store_results
+    keep = consumer.stores_result(task.type)
     stored = _storable_result(task, result) if keep else None
     done = await store.asucceed(
         task.id, task.attempt, worker=worker_id(), result=stored
@@ -262,7 +260,7 @@ async def _record_failure(
     if isinstance(error, NoHandler):
         decision = Decision(Action.GIVE_UP, None, str(error))
     else:
-        decision = _decide(consumer, task, error, task_policy(policy, task))
+        decision = decide(consumer, task, error, task_policy(policy, task))
     done = await store.afail(
         task.id, task.attempt, worker=worker_id(), failure=failure, decision=decision
     )
@@ -272,9 +270,10 @@ async def _record_failure(
     await announce_failure(type(consumer), done, error, decision, hooks=consumer)
 
 
-def _decide(
+def decide(
     consumer: Any, task: TaskRecord, error: Exception, policy: RetryPolicy
 ) -> Decision:
+    """``consumer.decide_retry``, or the policy's decision if that hook fails."""
     try:
         decision = consumer.decide_retry(task, error, policy)
         if not isinstance(decision, Decision):

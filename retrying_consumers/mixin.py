@@ -27,6 +27,7 @@ from channels.consumer import AsyncConsumer
 
 from . import store
 from .attempts import TaskContext, current_task, run_task
+from .conf import library_settings
 from .exceptions import ConfigurationError
 from .inplace import IN_PLACE_POLICY, run_in_place
 from .models import TaskRecord
@@ -49,13 +50,15 @@ class RetryMixin:
         Policy of the quick in-place retries of websocket and plain messages;
         they stop once ``RETRYING_CONSUMERS["IN_PLACE_BUDGET"]`` seconds are spent.
     ``store_results``
-        Whether handler return values are stored as results (default: setting).
+        Whether handler return values are stored as results: ``True``, ``False``,
+        or per message type, e.g. ``{"report.build": False}`` (types not listed
+        follow the ``STORE_RESULTS`` setting). Default: the setting.
     """
 
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     retry_policies: ClassVar[Mapping[str, RetryPolicy]] = {}
     in_place_policy: ClassVar[RetryPolicy] = IN_PLACE_POLICY
-    store_results: ClassVar[bool | None] = None
+    store_results: ClassVar[bool | Mapping[str, bool] | None] = None
 
     scope: dict[str, Any]
     _sync: bool
@@ -74,6 +77,13 @@ class RetryMixin:
     def task(self) -> TaskContext | None:
         """The task whose attempt is running, or None outside a task."""
         return current_task.get()
+
+    def stores_result(self, message_type: str) -> bool:
+        """Whether the return value of ``message_type``'s handler is stored."""
+        keep = self.store_results
+        if isinstance(keep, Mapping):
+            keep = keep.get(message_type)
+        return library_settings().store_results if keep is None else keep
 
     def get_retry_policy(self, message_type: str) -> RetryPolicy:
         """The policy of ``message_type``: retry_policies, else retry_policy."""
@@ -112,7 +122,8 @@ class RetryMixin:
 
         Receives the stored task (``task.due_at`` is the next attempt time), the
         error and the policy's decision. May be ``async def``. If it raises, the
-        error is logged and the retry stays scheduled. Default: nothing.
+        error is logged and the retry stays scheduled. Default: nothing. For a
+        lost worker it is called by the scheduler, on a fresh instance.
         """
 
     def on_give_up(
@@ -163,4 +174,29 @@ def _validate_consumer_class(cls: type) -> None:
             raise ConfigurationError(
                 f"{name}.retry_policies[{message_type!r}]: the consumer has no "
                 f"handler method {handler or message_type!r}"
+            )
+    _validate_store_results(cls, name)
+
+
+def _validate_store_results(cls: type, name: str) -> None:
+    keep = cls.store_results  # type: ignore[attr-defined]
+    if keep is None or isinstance(keep, bool):
+        return
+    if not isinstance(keep, Mapping):
+        raise ConfigurationError(
+            f"{name}.store_results must be True, False, None or a dict of "
+            "message type -> bool"
+        )
+    for message_type, value in keep.items():
+        handler = (
+            message_type.replace(".", "_") if isinstance(message_type, str) else ""
+        )
+        if not handler or not callable(getattr(cls, handler, None)):
+            raise ConfigurationError(
+                f"{name}.store_results[{message_type!r}]: the consumer has no "
+                f"handler method {handler or message_type!r}"
+            )
+        if not isinstance(value, bool):
+            raise ConfigurationError(
+                f"{name}.store_results[{message_type!r}] must be True or False"
             )

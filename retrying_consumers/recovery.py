@@ -15,7 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from . import store
-from .attempts import task_policy
+from .attempts import decide, task_policy
 from .exceptions import WorkerLost
 from .models import Outcome, TaskRecord
 from .outcomes import announce_failure
@@ -23,8 +23,9 @@ from .policy import RetryPolicy
 
 logger = logging.getLogger("retrying_consumers.scheduler")
 
-#: Finds the consumer class serving a task (for its policy); None if unknown.
-ConsumerLookup = Callable[[TaskRecord], type | None]
+#: Makes an instance of the consumer serving a task (its policy, decide_retry and
+#: hooks apply); None if no consumer is known for the task's channel.
+ConsumerLookup = Callable[[TaskRecord], Any]
 
 
 async def arecover_lost(find_consumer: ConsumerLookup, limit: int = 100) -> int:
@@ -41,10 +42,9 @@ async def _recover(
 ) -> bool:
     task = await store.aget_task(str(task_id))
     consumer = find_consumer(task)
-    policy = RetryPolicy()
-    if consumer is not None and hasattr(consumer, "retry_policies"):
-        found: Any = consumer
-        policy = found.retry_policies.get(task.type, found.retry_policy)
+    if not hasattr(consumer, "decide_retry"):
+        consumer = None  # not a RetryMixin consumer: the default policy applies
+    policy = consumer.get_retry_policy(task.type) if consumer else RetryPolicy()
     error = WorkerLost(
         f"worker {task.lease_owner or '?'} stopped renewing its lease (worker lost)"
     )
@@ -53,13 +53,16 @@ async def _recover(
         error_class="WorkerLost",
         error_message=str(error),
     )
-    decision = task_policy(policy, task).decide(
-        error, store.attempt_state(task, datetime.now(UTC))
-    )
+    policy = task_policy(policy, task)
+    if consumer is not None:
+        decision = decide(consumer, task, error, policy)
+    else:
+        decision = policy.decide(error, store.attempt_state(task, datetime.now(UTC)))
     done = await store.afail(
         task.id, attempt, worker=None, failure=failure, decision=decision
     )
     if done is None:
         return False  # another scheduler took it, or the worker came back
-    await announce_failure(consumer or object, done, error, decision)
+    sender = type(consumer) if consumer is not None else object
+    await announce_failure(sender, done, error, decision, hooks=consumer)
     return True

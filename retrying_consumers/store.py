@@ -9,13 +9,16 @@ database thread.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, close_old_connections, connections, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -53,11 +56,13 @@ def create_task(
     max_attempts: int | None = None,
     owner_id: int | None = None,
     idempotency_key: str | None = None,
+    run_after: datetime | None = None,
 ) -> tuple[TaskRecord, bool]:
     """Write a queued task; return it and whether it is new.
 
     With an ``idempotency_key`` that an unfinished or succeeded task already has,
-    that task is returned instead (``False``).
+    that task is returned instead (``False``). With ``run_after``, the task is
+    due then: the scheduler rings it when that time comes (the caller must not).
     """
     if idempotency_key is not None:
         existing = _live_with_key(idempotency_key)
@@ -71,7 +76,7 @@ def create_task(
         attempt_budget=max_attempts,
         owner_id=owner_id,
         idempotency_key=idempotency_key,
-        due_at=timezone.now() + timedelta(seconds=ring_timeout),
+        due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
     )
     try:
         with transaction.atomic():
@@ -428,6 +433,24 @@ def _finish_orphan(
     ).update(finished_at=now, **fields)
 
 
+def _in_own_thread(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` for a pool thread: with fresh database connections, closed after.
+
+    Lease renewal must not wait behind sync handlers, which all share Django's
+    one thread-sensitive thread: a long handler would lose its own lease.
+    """
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    return run
+
+
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
@@ -440,7 +463,7 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
 aget_task = database_sync_to_async(get_task)
 acreate_task = database_sync_to_async(create_task)
 aclaim = database_sync_to_async(claim)
-aextend_lease = database_sync_to_async(extend_lease)
+aextend_lease = sync_to_async(_in_own_thread(extend_lease), thread_sensitive=False)
 asucceed = database_sync_to_async(succeed)
 afail = database_sync_to_async(fail)
 ainterrupt = database_sync_to_async(interrupt)

@@ -32,6 +32,7 @@ from django.utils import timezone
 from .conf import worker_id
 from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
+from .retention import apurge_expired
 from .scheduling import aring_due
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -254,10 +255,14 @@ class RetryingWorker:
     async def _schedule(self) -> None:
         await aring_due()
         await arecover_lost(self._consumer_for)
+        await apurge_expired()  # rate-limited in retention: once a minute
 
-    def _consumer_for(self, task: TaskRecord) -> type | None:
+    def _consumer_for(self, task: TaskRecord) -> Any:
         app = (self.routes or {}).get(task.channel)
-        return getattr(app, "consumer_class", None)
+        consumer_class = getattr(app, "consumer_class", None)
+        if consumer_class is None:
+            return None
+        return consumer_class(**getattr(app, "consumer_initkwargs", {}))
 
     async def _beat(self) -> None:
         await database_sync_to_async(self._register)()

@@ -18,10 +18,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Playwright's sync API keeps an event loop in this thread; the tests' own ORM
-# calls are plain synchronous code (pytest-django documents this setting).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 OUTPUT = Path(__file__).resolve().parents[2] / "test-results"
 
 
@@ -33,8 +29,16 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fresh headless Chromium per test.
+
+    Playwright's sync API runs an event loop in this thread while it is open, so
+    it is closed after each test (a loop left running would break every later
+    test that calls async code), and the test's own plain ORM calls are allowed
+    meanwhile, as pytest-django documents for Playwright.
+    """
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     executable = chromium_path()
     if executable is None:
         if os.environ.get("CI") == "true":
