@@ -66,6 +66,28 @@ def _deferred(run_after: datetime | None) -> datetime | None:
     return run_after if run_after > timezone.now() else None
 
 
+def _task_fields(
+    channel: str,
+    type: str,
+    payload: dict[str, Any] | None,
+    max_attempts: int | None,
+    user: Any,
+    idempotency_key: str | None,
+    run_after: datetime | None,
+) -> dict[str, Any]:
+    """Validated arguments for ``store.create_task``; raises on bad input."""
+    return {
+        "channel": channel,
+        "type": type,
+        "payload": _prepare(channel, type, payload, max_attempts),
+        "max_attempts": max_attempts,
+        "owner_id": _owner_id(user),
+        "idempotency_key": idempotency_key,
+        "ring_timeout": library_settings().ring_timeout,
+        "run_after": _deferred(run_after),
+    }
+
+
 def _owner_id(user: Any) -> int | None:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
@@ -94,19 +116,11 @@ def enqueue(
     finds it due. Raises ``InvalidPayload`` (naming the offending key) or
     ``ValueError`` for bad arguments; nothing is stored then.
     """
-    payload = _prepare(channel, type, payload, max_attempts)
-    deferred = _deferred(run_after)
-    task, created = store.create_task(
-        channel=channel,
-        type=type,
-        payload=payload,
-        max_attempts=max_attempts,
-        owner_id=_owner_id(user),
-        idempotency_key=idempotency_key,
-        ring_timeout=library_settings().ring_timeout,
-        run_after=deferred,
+    fields = _task_fields(
+        channel, type, payload, max_attempts, user, idempotency_key, run_after
     )
-    if created and deferred is None:
+    task, created = store.create_task(**fields)
+    if created and fields["run_after"] is None:
         transaction.on_commit(lambda: ring(task), robust=True)
     return task.id
 
@@ -122,19 +136,11 @@ async def aenqueue(
     run_after: datetime | None = None,
 ) -> uuid.UUID:
     """Async twin of :func:`enqueue` (the row is committed before it rings)."""
-    payload = _prepare(channel, type, payload, max_attempts)
-    deferred = _deferred(run_after)
-    task, created = await store.acreate_task(
-        channel=channel,
-        type=type,
-        payload=payload,
-        max_attempts=max_attempts,
-        owner_id=_owner_id(user),
-        idempotency_key=idempotency_key,
-        ring_timeout=library_settings().ring_timeout,
-        run_after=deferred,
+    fields = _task_fields(
+        channel, type, payload, max_attempts, user, idempotency_key, run_after
     )
-    if created and deferred is None:
+    task, created = await store.acreate_task(**fields)
+    if created and fields["run_after"] is None:
         await aring(task)
     return task.id
 

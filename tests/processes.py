@@ -142,3 +142,26 @@ def start_worker(
     return Child(
         name, [sys.executable, "manage.py", "runworker", *channels], env, log_dir
     )
+
+
+def start_workers(
+    log_dir: Path, count: int, channels: list[str], settings_module: str, **env: str
+) -> list[Child]:
+    """Start ``count`` runworker processes and wait until they registered."""
+    from retrying_consumers.models import WorkerRecord
+
+    env = process_env(DJANGO_SETTINGS_MODULE=settings_module, **env)
+    children = [
+        start_worker(env, log_dir, channels, name=f"worker{n}")
+        for n in range(1, count + 1)
+    ]
+    wait_until(
+        lambda: (
+            WorkerRecord.objects.count() >= count
+            or not all(c.alive() for c in children)
+        ),
+        20,
+        "workers to register",
+    )
+    assert all(c.alive() for c in children), [c.output() for c in children]
+    return children

@@ -17,7 +17,7 @@ from django.utils import timezone
 from retrying_consumers.models import AttemptRecord, TaskRecord, WorkerRecord
 from tests import django_tasks_defs as defs
 from tests.e2e import django_tasks_settings
-from tests.processes import Child, process_env, running, start_worker, wait_until
+from tests.processes import Child, running, start_workers, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,21 +31,7 @@ def same_settings_as_the_workers(settings: Any, redis_client: Any) -> None:
 
 
 def workers(tmp_path: Path, count: int) -> list[Child]:
-    env = process_env(DJANGO_SETTINGS_MODULE="tests.e2e.django_tasks_settings")
-    children = [
-        start_worker(env, tmp_path, QUEUES, name=f"worker{n}")
-        for n in range(1, count + 1)
-    ]
-    wait_until(
-        lambda: (
-            WorkerRecord.objects.count() >= count
-            or not all(c.alive() for c in children)
-        ),
-        20,
-        "workers to register",
-    )
-    assert all(c.alive() for c in children), [c.output() for c in children]
-    return children
+    return start_workers(tmp_path, count, QUEUES, "tests.e2e.django_tasks_settings")
 
 
 def finished(result: TaskResult, timeout: float = 30) -> TaskResult:

@@ -17,7 +17,7 @@ from channels.layers import channel_layers
 from retrying_consumers import enqueue
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord, WorkerRecord
 from tests.e2e.fault_settings import RETRYING_CONSUMERS
-from tests.processes import Child, process_env, running, start_worker, wait_until
+from tests.processes import Child, running, start_workers, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -28,21 +28,7 @@ def short_rings(settings: Any, redis_client: Any) -> None:
 
 
 def workers(tmp_path: Path, count: int, channels: list[str], **env: str) -> list[Child]:
-    environment = process_env(DJANGO_SETTINGS_MODULE="tests.e2e.fault_settings", **env)
-    children = [
-        start_worker(environment, tmp_path, channels, name=f"worker{n}")
-        for n in range(1, count + 1)
-    ]
-    wait_until(
-        lambda: (
-            WorkerRecord.objects.count() >= count
-            or not all(c.alive() for c in children)
-        ),
-        20,
-        "workers to register",
-    )
-    assert all(c.alive() for c in children), [c.output() for c in children]
-    return children
+    return start_workers(tmp_path, count, channels, "tests.e2e.fault_settings", **env)
 
 
 def many(count: int, type: str, channel: str = "fault-a", **payload: Any) -> list[Any]:
