@@ -47,7 +47,6 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -103,7 +102,10 @@ try:
         "default": dj_database_url.parse(
             os.environ.get("DATABASE_URL")
             or f"sqlite:///{data_dir(BASE_DIR) / 'db.sqlite3'}",
-            conn_max_age=0,
+            # Workers touch the database several times per task; reconnecting
+            # each time costs more than the work. Health checks drop dead ones.
+            conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 60)),
+            conn_health_checks=True,
         )
     }
 except ValueError as err:

@@ -41,6 +41,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.task_ids: set[uuid.UUID] = set()
         self.pending: dict[str, dict[str, Any]] = {}
         self.flusher: asyncio.Task[None] | None = None
+        self.last_flush = -FLUSH_INTERVAL
         self.stats_loop: asyncio.Task[None] | None = None
         self.stats_due = asyncio.Event()
         await self.accept()
@@ -140,7 +141,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return
         self.pending[task["id"]] = task  # only the latest state of a task is kept
         if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.create_task(self._flush_later())
+            self.flusher = asyncio.create_task(self._flush_soon())
 
     async def ping_reply(self, message: dict[str, Any]) -> None:
         """Called when a worker answers a ping: forwards it to the browser."""
@@ -163,8 +164,11 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return uuid.UUID(task["id"]) in self.task_ids
         return False
 
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(FLUSH_INTERVAL)
+    async def _flush_soon(self) -> None:
+        # At once if the last batch left long enough ago, else when it may.
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self.last_flush + FLUSH_INTERVAL - loop.time()))
+        self.last_flush = loop.time()
         batch, self.pending = list(self.pending.values()), {}
         if batch:
             await self.send_json({"type": "update", "tasks": batch})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from dataclasses import dataclass, fields
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from .exceptions import ConfigurationError
 
@@ -93,9 +96,16 @@ def _check_option(name: str, value: Any) -> None:
         raise ConfigurationError(f"{key} must be > 0")
 
 
+@functools.cache
 def library_settings() -> LibrarySettings:
-    """The current settings (read each time, so tests can override them)."""
+    """The current settings, read once and again whenever Django's change."""
     return LibrarySettings.load()
+
+
+@receiver(setting_changed)
+def _reload(setting: str, **kwargs: Any) -> None:
+    if setting == "RETRYING_CONSUMERS":
+        library_settings.cache_clear()
 
 
 def worker_id() -> str:

@@ -7,7 +7,10 @@ with a ``due_at``, and the scheduler rings it again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -15,6 +18,9 @@ from channels.layers import get_channel_layer
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.doorbell")
+
+#: Seconds a synchronous ring may take before the task is left to be rung again.
+SYNC_RING_TIMEOUT = 10.0
 
 
 def ring_message(task: TaskRecord) -> dict[str, Any]:
@@ -43,7 +49,38 @@ async def aring(task: TaskRecord) -> bool:
 
 
 def ring(task: TaskRecord) -> bool:
-    """Synchronous :func:`aring`, for code outside an event loop."""
-    from asgiref.sync import async_to_sync
+    """Synchronous :func:`aring`, for code outside an event loop.
 
-    return bool(async_to_sync(aring)(task))
+    Runs on one private, long-lived event loop: ``async_to_sync`` would make a
+    new loop, and with it a new Redis connection pool, for every call.
+    """
+    future = asyncio.run_coroutine_threadsafe(aring(task), _ring_loop())
+    try:
+        return future.result(timeout=SYNC_RING_TIMEOUT)
+    except TimeoutError:
+        future.cancel()
+        logger.warning(
+            "ring timed out, will ring again: task_id=%s channel=%s",
+            task.id,
+            task.channel,
+            extra={"task_id": str(task.id), "channel": task.channel},
+        )
+        return False
+
+
+_loop_lock = threading.Lock()
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _ring_loop() -> asyncio.AbstractEventLoop:
+    """The private loop of this process (a forked child starts its own)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="retrying-consumers-ring", daemon=True
+            )
+            thread.start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]

@@ -8,6 +8,7 @@ that subscribes or reconnects reads a snapshot from it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -39,19 +40,22 @@ def groups_for(task: TaskRecord) -> list[str]:
 
 
 async def apublish(task: TaskRecord, event: dict[str, Any] | None = None) -> None:
-    """Send the task's current state to its groups; never raises."""
+    """Send the task's current state to its groups at once; never raises."""
     layer = get_channel_layer()
     if layer is None:
         return
     message = {"type": "task.update", "task": event or task.to_event()}
-    for group in groups_for(task):
-        try:
-            await layer.group_send(group, message)
-        except Exception as err:  # the store holds the truth; a lost event is fine
+    groups = groups_for(task)
+    results = await asyncio.gather(
+        *(layer.group_send(group, message) for group in groups),
+        return_exceptions=True,
+    )
+    for group, result in zip(groups, results, strict=True):
+        if isinstance(result, Exception):  # the store holds the truth
             logger.warning(
                 "task event not sent: task_id=%s group=%s error=%s",
                 task.id,
                 group,
-                f"{type(err).__name__}: {err}",
+                f"{type(result).__name__}: {result}",
                 extra={"task_id": str(task.id)},
             )
