@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from channels.layers import channel_layers
 
 
 @pytest.fixture
@@ -14,3 +15,16 @@ def redis_client() -> Iterator[redis.Redis]:
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layers() -> Iterator[None]:
+    """Give every test new channel-layer objects.
+
+    Each async test runs on its own event loop, but a cached channels-redis layer
+    keeps asyncio locks from the loop that first used it; a lock left held by a
+    cancelled receive would then break a later test.
+    """
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
