@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.db import aclose_old_connections, database_sync_to_async
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 
 from . import signals, store
@@ -51,6 +51,27 @@ current_task: ContextVar[TaskContext | None] = ContextVar(
 
 class NoHandler(Exception):
     """A task's message type has no handler method on the consumer."""
+
+
+RUNNING_EVENT_DELAY = 0.05
+
+
+class DelayedPublish:
+    """Publish a running task's state after a delay, unless it has ended by then."""
+
+    def __init__(self, task: TaskRecord, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.job: asyncio.Task[None] | None = None
+        self.timer = loop.call_later(delay, self._start, task)
+
+    def _start(self, task: TaskRecord) -> None:
+        self.job = asyncio.get_running_loop().create_task(apublish(task))
+
+    async def settle(self) -> None:
+        """Cancel the publish, or wait for it: it must not land after the outcome."""
+        self.timer.cancel()
+        if self.job is not None:
+            await asyncio.shield(self.job)
 
 
 def task_policy(policy: RetryPolicy, task: TaskRecord) -> RetryPolicy:
@@ -114,7 +135,9 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
         task.max_attempts,
         extra={"task_id": str(task.id)},
     )
-    await apublish(task)
+    # A task that ends within RUNNING_EVENT_DELAY is announced once, finished:
+    # half the group sends for short tasks, and nothing a person could see lost.
+    running_event = DelayedPublish(task, RUNNING_EVENT_DELAY)
     sender = type(consumer)
     await send_signal(signals.task_started, sender, task=task, attempt=task.attempt)
     reporter = ProgressReporter(task, lib.progress_interval)
@@ -137,13 +160,16 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
     except StopConsumer:
         raise
     except Exception as err:
+        await running_event.settle()
         await reporter.close()
         await _record_failure(consumer, task, err, policy)
         return
     finally:
         heartbeat.cancel()
+        running_event.timer.cancel()
         current_task.reset(task_token)
         current_reporter.reset(progress_token)
+    await running_event.settle()
     await reporter.close()
     await _record_success(consumer, task, result)
 
@@ -169,7 +195,6 @@ async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> 
             # A thread cannot be stopped; its late result is not trusted.
             raise AttemptTimedOut(f"attempt ran past its time limit of {limit:g} s")
         return result
-    await aclose_old_connections()
     timeout = asyncio.timeout(limit)
     try:
         async with timeout:
@@ -239,7 +264,7 @@ async def _record_success(consumer: Any, task: TaskRecord, result: Any) -> None:
     keep = consumer.stores_result(task.type)
     stored = _storable_result(task, result) if keep else None
     done = await store.asucceed(
-        task.id, task.attempt, worker=worker_id(), result=stored
+        task.id, task.attempt, worker=worker_id(), result=stored, known=task
     )
     if done is None:
         _not_recorded("outcome", task)

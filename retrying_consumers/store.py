@@ -165,26 +165,40 @@ def extend_lease(
 
 
 def succeed(
-    task_id: uuid.UUID | str, attempt: int, *, worker: str, result: Any = None
+    task_id: uuid.UUID | str,
+    attempt: int,
+    *,
+    worker: str,
+    result: Any = None,
+    known: TaskRecord | None = None,
 ) -> TaskRecord | None:
-    """Record success; None if the attempt was no longer ours (lease lost)."""
+    """Record success; None if the attempt was no longer ours (lease lost).
+
+    ``known``, the record as claimed, is updated in memory and returned instead
+    of reading the row again.
+    """
     now = timezone.now()
+    changes = {
+        "status": Status.SUCCEEDED,
+        "result": result,
+        "finished_at": now,
+        "updated_at": now,
+        "lease_owner": "",
+        "lease_expires_at": None,
+        "due_at": None,
+        "reason": "",
+    }
     with transaction.atomic():
-        done = _ours(task_id, attempt, worker).update(
-            status=Status.SUCCEEDED,
-            result=result,
-            finished_at=now,
-            updated_at=now,
-            lease_owner="",
-            lease_expires_at=None,
-            due_at=None,
-            reason="",
-        )
+        done = _ours(task_id, attempt, worker).update(**changes)
         if not done:
             _finish_orphan(task_id, attempt, worker, now, outcome=Outcome.SUCCEEDED)
             return None
         _finish_attempt(task_id, attempt, now, outcome=Outcome.SUCCEEDED)
-    return TaskRecord.objects.get(pk=_uuid(task_id))
+    if known is None:
+        return TaskRecord.objects.get(pk=_uuid(task_id))
+    for field, value in changes.items():
+        setattr(known, field, value)
+    return known
 
 
 def fail(
