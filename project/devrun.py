@@ -148,3 +148,7 @@ def run_processes() -> int:
     print("  Press Ctrl-C to stop everything.\n", flush=True)
     manager.loop()
     return int(manager.returncode or 0)
+
+
+if __name__ == "__main__":
+    main()
