@@ -25,6 +25,7 @@ from project.errors import exit_on_bad_config, fail
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEV_USER = "admin"
 DEV_PASSWORD = "admin"
+DEV_GRACE_PERIOD = 4.0
 
 
 def find_redis_server() -> str | None:
@@ -137,7 +138,10 @@ def run_processes() -> int:
     for n in (1, 2):
         manager.add_process(
             f"worker{n}",
-            f"exec {python} manage.py runworker {shlex.join(channels)}",
+            # honcho kills what is still running 5 s after Ctrl-C; a shorter
+            # grace period lets the workers hand unfinished attempts back first.
+            f"exec {python} manage.py runworker {shlex.join(channels)} "
+            f"--grace-period {DEV_GRACE_PERIOD:g}",
             cwd=cwd,
         )
     print(f"\n  Open http://127.0.0.1:{port}/", flush=True)
@@ -147,7 +151,8 @@ def run_processes() -> int:
         print("  Log in with a user made by: manage.py createsuperuser", flush=True)
     print("  Press Ctrl-C to stop everything.\n", flush=True)
     manager.loop()
-    return int(manager.returncode or 0)
+    # honcho reports 130 when Ctrl-C stopped it: for us that is a clean stop.
+    return 0 if manager.returncode in (None, 0, 130) else int(manager.returncode)
 
 
 if __name__ == "__main__":
