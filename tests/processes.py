@@ -7,14 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from django.db import connection
 
 from project.devrun import BASE_DIR, free_port
+from tests.waiting import wait_until
+
+__all__ = ["wait_until"]  # re-exported: tests import it from here too
 
 
 def database_url() -> str:
@@ -38,17 +40,6 @@ def process_env(**extra: str) -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = "project.settings"
     env.update(extra)
     return env
-
-
-def wait_until(
-    condition: Callable[[], object], timeout: float = 15, what: str = "condition"
-) -> None:
-    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def port_open(port: int) -> bool:

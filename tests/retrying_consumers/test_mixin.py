@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from retrying_consumers import (
 from retrying_consumers.events import task_group
 from retrying_consumers.exceptions import ConfigurationError
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,19 +140,6 @@ def ring(task: TaskRecord, attempt: int = 1) -> dict[str, Any]:
     return {"type": task.type, "task_id": str(task.id), "attempt": attempt}
 
 
-async def until(
-    check: Callable[[], Any], timeout: float = 5, what: str = "condition"
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await database_sync_to_async(check)()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def status_is(task: TaskRecord, *statuses: str) -> Callable[[], TaskRecord | None]:
     def check() -> TaskRecord | None:
         fresh = TaskRecord.objects.get(pk=task.pk)
@@ -184,8 +173,12 @@ async def test_duplicate_ring_runs_the_attempt_once(worker) -> None:
     for _ in range(3):
         await worker.send_input(ring(task))
     await until(status_is(task, Status.SUCCEEDED))
-    await asyncio.sleep(0.1)  # let the duplicates reach the consumer
     await worker.send_input(ring(task))
+    # The consumer takes messages in order: once a task rung after all the
+    # duplicates has ended, every duplicate has been handled.
+    sentinel = await make_task("job.give_up")
+    await worker.send_input(ring(sentinel))
+    await until(status_is(sentinel, Status.DEAD), what="the sentinel")
     assert calls == [("ok", 1)]
 
 
@@ -300,7 +293,17 @@ async def test_cancelled_while_running_keeps_cancelled(worker) -> None:
     await worker.send_input(ring(task))
     await until(status_is(task, Status.RUNNING))
     await database_sync_to_async(store.cancel)(task.id)
-    await asyncio.sleep(0.4)  # the attempt times out; its failure must not land
+    # The attempt times out (0.2 s); its late failure closes its attempt record
+    # but must not land on the task.
+    closed = await until(
+        lambda: (
+            AttemptRecord.objects.filter(task=task, finished_at__isnull=False)
+            .values_list("outcome", flat=True)
+            .first()
+        ),
+        what="the attempt to end",
+    )
+    assert closed == "timed_out"
     fresh = await database_sync_to_async(store.get_task)(task.id)
     assert fresh.status == Status.CANCELLED
 
@@ -387,8 +390,18 @@ async def test_a_long_sync_handler_keeps_its_lease(settings) -> None:
     )
     task = await make_task("job.long")
     await comm.send_input(ring(task))
-    await asyncio.sleep(0.8)  # the lease (0.3 s) must have been renewed meanwhile
-    # Looked at from another thread: the handler holds Django's shared one.
+    claimed = await until(status_is(task, Status.RUNNING), own_thread=True)
+    # Looked at from another thread, since the handler holds Django's shared one:
+    # the lease taken at the claim (0.3 s) must be renewed while the handler runs.
+    await until(
+        lambda: TaskRecord.objects.filter(
+            pk=task.pk,
+            status=Status.RUNNING,
+            lease_expires_at__gte=claimed.lease_expires_at + timedelta(seconds=0.5),
+        ).exists(),
+        what="the lease to be renewed",
+        own_thread=True,
+    )
     expired = await sync_to_async(store.expired_lease_ids, thread_sensitive=False)()
     assert expired == []
     assert (

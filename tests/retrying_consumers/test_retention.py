@@ -3,11 +3,8 @@ consumers that do not store results."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +21,7 @@ from retrying_consumers.exceptions import ConfigurationError, TaskNotFound
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord, WorkerRecord
 from retrying_consumers.worker import RetryingWorker
 from tests.retrying_consumers.ops_factories import make, worker
+from tests.waiting import until
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -276,17 +274,6 @@ def test_store_results_per_message_type(settings) -> None:
     settings.RETRYING_CONSUMERS = {"STORE_RESULTS": False}
     assert consumer.stores_result("report.other") is False
     assert consumer.stores_result("report.keep") is True
-
-
-async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await database_sync_to_async(check)()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.django_db(transaction=True)
