@@ -11,15 +11,14 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from retrying_consumers import reports
 from retrying_consumers.models import (
     ACTIVE,
     AttemptRecord,
     Status,
     TaskRecord,
-    WorkerRecord,
 )
 
-LIVE_WORKER_SECONDS = 15
 THROUGHPUT_WINDOW = 300  # seconds of history in the chart
 THROUGHPUT_BUCKET = 10  # seconds per bar
 LIST_LIMIT = 100
@@ -109,18 +108,7 @@ def throughput(tasks: QuerySet[TaskRecord]) -> dict[str, Any]:
 
 def live_workers() -> list[dict[str, Any]]:
     """Workers whose heartbeat is recent."""
-    since = timezone.now() - timedelta(seconds=LIVE_WORKER_SECONDS)
-    return [
-        {
-            "id": worker.id,
-            "channels": worker.channels,
-            "concurrency": worker.concurrency,
-            "running": worker.running,
-            "started_at": worker.started_at.isoformat(),
-            "heartbeat_at": worker.heartbeat_at.isoformat(),
-        }
-        for worker in WorkerRecord.objects.filter(heartbeat_at__gte=since)
-    ]
+    return [worker.as_dict() for worker in reports.workers() if worker.live]
 
 
 def attempts_of(task: TaskRecord) -> QuerySet[AttemptRecord]:
