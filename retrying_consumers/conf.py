@@ -110,4 +110,10 @@ def _reload(setting: str, **kwargs: Any) -> None:
 
 def worker_id() -> str:
     """``host:pid``: who holds a lease, as shown to people."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return _worker_id(os.getpid())
+
+
+@functools.cache
+def _worker_id(pid: int) -> str:
+    # Asked several times per task; keyed on the pid so a forked child differs.
+    return f"{socket.gethostname()}:{pid}"
