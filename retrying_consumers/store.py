@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,13 +20,14 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import IntegrityError, close_old_connections, connections, transaction
 from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import sql
 from .conf import library_settings
 from .exceptions import TaskNotFound
 from .models import ACTIVE, AttemptRecord, Outcome, Status, TaskRecord
 from .policy import Action, AttemptState, Decision
+from .sql import ClaimRequest, Success
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,45 +112,37 @@ def claim(
     Exactly one claimer wins, whatever the number of duplicate messages: the
     UPDATE matches only while the task is queued at ``attempt - 1``.
     """
-    now = timezone.now()
+    request = ClaimRequest(_uuid(task_id), attempt, default_max_attempts)
+    [outcome] = claim_many([request], worker=worker, lease_seconds=lease_seconds)
+    if isinstance(outcome, TaskNotFound):
+        raise outcome
+    return outcome
+
+
+def claim_many(
+    requests: Sequence[ClaimRequest], *, worker: str, lease_seconds: float
+) -> list[TaskRecord | TaskNotFound | None]:
+    """:func:`claim` for several attempts in one transaction, in order.
+
+    For each request: the claimed task, None if it was not ours to run, or a
+    :class:`TaskNotFound` (not raised) if there is no such task. Each claim is
+    its own conditional UPDATE, exactly as in :func:`claim`; sharing the
+    transaction only saves the commits.
+    """
+    if not requests:
+        return []
     with transaction.atomic():
-        won = _claim_row(
-            task_id, attempt, worker, lease_seconds, default_max_attempts, now
+        claimed = sql.claim_rows(
+            requests, worker=worker, lease_seconds=lease_seconds, now=timezone.now()
         )
-        if won:
-            AttemptRecord.objects.create(
-                task_id=_uuid(task_id), number=attempt, worker=worker, started_at=now
-            )
-    if not won:
-        if not TaskRecord.objects.filter(pk=_uuid(task_id)).exists():
-            raise TaskNotFound(f"no task with id {task_id}")
-        return None
-    return TaskRecord.objects.get(pk=_uuid(task_id))
-
-
-def _claim_row(
-    task_id: uuid.UUID | str,
-    attempt: int,
-    worker: str,
-    lease_seconds: float,
-    default_max_attempts: int,
-    now: datetime,
-) -> int:
-    return TaskRecord.objects.filter(
-        pk=_uuid(task_id), status=Status.QUEUED, attempt=attempt - 1
-    ).update(
-        status=Status.RUNNING,
-        attempt=attempt,
-        max_attempts=Coalesce(
-            F("max_attempts"), F("drive_offset") + default_max_attempts
-        ),
-        lease_owner=worker,
-        lease_expires_at=now + timedelta(seconds=lease_seconds),
-        due_at=None,
-        started_at=Coalesce(F("started_at"), now),
-        drive_started_at=Coalesce(F("drive_started_at"), now),
-        updated_at=now,
-    )
+    lost = [r.task_id for r, task in zip(requests, claimed, strict=True) if not task]
+    present = sql.existing_ids(lost)
+    return [
+        task
+        if task is not None or r.task_id in present
+        else TaskNotFound(f"no task with id {r.task_id}")
+        for r, task in zip(requests, claimed, strict=True)
+    ]
 
 
 def extend_lease(
@@ -177,10 +170,27 @@ def succeed(
     ``known``, the record as claimed, is updated in memory and returned instead
     of reading the row again.
     """
+    success = Success(_uuid(task_id), attempt, result)
+    [done] = succeed_many([(success, known)], worker=worker)
+    return done
+
+
+def succeed_many(
+    successes: Sequence[tuple[Success, TaskRecord | None]], *, worker: str
+) -> list[TaskRecord | None]:
+    """:func:`succeed` for several attempts in one transaction, in order.
+
+    Each pair is a success and the record as claimed (or None to read it again).
+    """
+    if not successes:
+        return []
     now = timezone.now()
+    with transaction.atomic():
+        ours = sql.succeed_rows(
+            [success for success, _ in successes], worker=worker, now=now
+        )
     changes = {
         "status": Status.SUCCEEDED,
-        "result": result,
         "finished_at": now,
         "updated_at": now,
         "lease_owner": "",
@@ -188,17 +198,19 @@ def succeed(
         "due_at": None,
         "reason": "",
     }
-    with transaction.atomic():
-        done = _ours(task_id, attempt, worker).update(**changes)
-        if not done:
-            _finish_orphan(task_id, attempt, worker, now, outcome=Outcome.SUCCEEDED)
-            return None
-        _finish_attempt(task_id, attempt, now, outcome=Outcome.SUCCEEDED)
-    if known is None:
-        return TaskRecord.objects.get(pk=_uuid(task_id))
-    for field, value in changes.items():
-        setattr(known, field, value)
-    return known
+    done: list[TaskRecord | None] = []
+    for (success, known), recorded in zip(successes, ours, strict=True):
+        if not recorded:
+            done.append(None)
+            continue
+        if known is None:
+            done.append(TaskRecord.objects.get(pk=success.task_id))
+            continue
+        for field, value in changes.items():
+            setattr(known, field, value)
+        known.result = success.result
+        done.append(known)
+    return done
 
 
 def fail(
