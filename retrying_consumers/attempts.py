@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 
 from . import signals, store
+from .batching import GroupCommit, group_commit
 from .conf import library_settings, worker_id
 from .events import apublish
 from .exceptions import AttemptTimedOut, InvalidPayload, TaskNotFound
@@ -28,6 +29,7 @@ from .outcomes import announce_failure, announce_success, send_signal
 from .payload import validate_payload
 from .policy import Action, Decision, RetryPolicy
 from .progress import ProgressReporter, current_reporter
+from .sql import ClaimRequest, Success
 
 logger = logging.getLogger("retrying_consumers.consumers")
 
@@ -90,13 +92,10 @@ async def run_task(consumer: Any, message: dict[str, Any]) -> None:
         return
     policy = consumer.get_retry_policy(str(message.get("type")))
     try:
-        task = await store.aclaim(
-            str(task_id),
-            attempt,
-            worker=worker_id(),
-            lease_seconds=library_settings().lease_seconds,
-            default_max_attempts=policy.max_attempts,
+        request = ClaimRequest(
+            store.parse_task_id(task_id), attempt, policy.max_attempts
         )
+        task = await _claims(worker_id(), library_settings().lease_seconds)(request)
     except TaskNotFound:
         _dead_letter("message for unknown task", message)
         return
@@ -263,9 +262,7 @@ async def _interrupted(task: TaskRecord, reporter: ProgressReporter) -> None:
 async def _record_success(consumer: Any, task: TaskRecord, result: Any) -> None:
     keep = consumer.stores_result(task.type)
     stored = _storable_result(task, result) if keep else None
-    done = await store.asucceed(
-        task.id, task.attempt, worker=worker_id(), result=stored, known=task
-    )
+    done = await _successes(worker_id())((Success(task.id, task.attempt, stored), task))
     if done is None:
         _not_recorded("outcome", task)
         return
@@ -293,6 +290,31 @@ async def _record_failure(
         _not_recorded("failure", task)
         return
     await announce_failure(type(consumer), done, error, decision, hooks=consumer)
+
+
+def _claims(worker: str, lease_seconds: float) -> GroupCommit[ClaimRequest, Any]:
+    """This loop's batcher of claims: concurrent claims share a transaction."""
+
+    def claim_many(requests: list[ClaimRequest]) -> list[Any]:
+        return store.claim_many(requests, worker=worker, lease_seconds=lease_seconds)
+
+    def hand_back(request: ClaimRequest, task: TaskRecord | None) -> None:
+        # Claimed for an attempt that was cancelled before it could start.
+        if task is not None:
+            store.interrupt(task.id, task.attempt, worker=worker)
+
+    return group_commit(
+        ("claim", worker, lease_seconds), lambda: GroupCommit(claim_many, hand_back)
+    )
+
+
+def _successes(worker: str) -> GroupCommit[tuple[Success, TaskRecord], Any]:
+    """This loop's batcher of success records."""
+
+    def succeed_many(items: list[tuple[Success, TaskRecord]]) -> list[Any]:
+        return store.succeed_many(items, worker=worker)
+
+    return group_commit(("succeed", worker), lambda: GroupCommit(succeed_many))
 
 
 def decide(

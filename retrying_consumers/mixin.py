@@ -28,6 +28,7 @@ from channels.consumer import AsyncConsumer
 from . import store
 from .attempts import TaskContext, current_task, run_task
 from .conf import library_settings
+from .doorbell import RINGS_TYPE, rings_in
 from .exceptions import ConfigurationError
 from .inplace import IN_PLACE_POLICY, run_in_place
 from .models import TaskRecord
@@ -138,7 +139,10 @@ class RetryMixin:
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Run a task attempt, or any other message with in-place retries."""
-        if self.scope.get("type") == "channel" and "task_id" in message:
+        if self.scope.get("type") == "channel" and message.get("type") == RINGS_TYPE:
+            for ring in rings_in(message):  # a batch the worker did not split
+                await run_task(self, ring if isinstance(ring, dict) else {})
+        elif self.scope.get("type") == "channel" and "task_id" in message:
             await run_task(self, message)
         else:
             await run_in_place(self, message)

@@ -477,6 +477,11 @@ def _in_own_thread(func: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def parse_task_id(value: object) -> uuid.UUID:
+    """``value`` as a task id, or :class:`TaskNotFound` if it cannot be one."""
+    return _uuid(value)  # type: ignore[arg-type]
+
+
 def _uuid(value: uuid.UUID | str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value

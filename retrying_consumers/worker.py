@@ -30,6 +30,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from .conf import worker_id
+from .doorbell import RINGS_TYPE, batch_message, rings_in
 from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
@@ -223,12 +224,45 @@ class RetryingWorker:
                     )
                 continue
             backoff = 0.1
-            if not self._dispatch(channel, message):
+            await self._take(channel, message)
+
+    async def _take(self, channel: str, message: Any) -> None:
+        """Run what ``message`` asks for; one slot is already held for it.
+
+        A batch of rings takes as many more slots as are free right now and
+        sends the rest back to the channel, for this or another worker: holding
+        them here would starve an idle worker.
+        """
+        rings = rings_in(message) if isinstance(message, dict) else [message]
+        taken = 1
+        while taken < len(rings) and not self.slots.locked():
+            await self.slots.acquire()
+            taken += 1
+        if len(rings) > taken:
+            await self._give_back(channel, rings[taken:])
+        for ring in rings[:taken]:
+            if not self._dispatch(channel, ring):
                 self.slots.release()
+
+    async def _give_back(self, channel: str, rings: list[Any]) -> None:
+        try:
+            await self.channel_layer.send(channel, batch_message(rings))
+        except Exception as err:
+            # Lost rings delay their tasks until the store rings them again.
+            logger.warning(
+                "could not hand back %s ring(s) to channel %s; the store will ring "
+                "them again: %s",
+                len(rings),
+                channel,
+                f"{type(err).__name__}: {err}",
+            )
 
     def _dispatch(self, channel: str, message: Any) -> bool:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             _poison(channel, "message with no type", message)
+            return False
+        if message["type"] == RINGS_TYPE:
+            _poison(channel, "malformed batch of rings", message)
             return False
         if self.routes is not None and channel not in self.routes:
             _poison(channel, "no consumer is routed to this channel", message)

@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 import pytest
 from channels.layers import channel_layers
+from django.db import transaction
 
 from retrying_consumers import enqueue
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord, WorkerRecord
@@ -161,17 +162,32 @@ def test_poison_messages_are_logged_once_and_other_channels_keep_working(
     assert len(re.findall(r"problem=no consumer is routed", log)) == 1
 
 
+def most_at_once(attempts: list[AttemptRecord]) -> int:
+    """The most attempts of ``attempts`` that were running at the same time."""
+    edges = sorted(
+        [(a.started_at, 1) for a in attempts] + [(a.finished_at, -1) for a in attempts]
+    )
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def test_a_burst_is_shared_by_two_idle_workers(tmp_path: Path) -> None:
     children = workers(tmp_path, 2, ["fault-a"])
     with running(children):
         names = [worker_of(c) for c in children]
-        ids = many(20, "fault.sleep", seconds=0.5)
+        with transaction.atomic():  # the 20 rings leave as one batch message
+            ids = many(20, "fault.sleep", seconds=0.5)
         all_succeeded(ids, 30)
-    ran = Counter(
-        AttemptRecord.objects.filter(task_id__in=ids).values_list("worker", flat=True)
-    )
+    attempts = list(AttemptRecord.objects.filter(task_id__in=ids))
+    ran = Counter(a.worker for a in attempts)
     assert set(ran) == set(names)
     assert all(6 <= ran[name] <= 14 for name in names), ran
+    # Each worker took only what its 4 slots could run, and handed back the rest.
+    for name in names:
+        assert most_at_once([a for a in attempts if a.worker == name]) <= 4
 
 
 def test_a_full_channel_delays_tasks_and_loses_none(tmp_path: Path, settings) -> None:

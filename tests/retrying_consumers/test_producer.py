@@ -1,8 +1,9 @@
 """Tests for retrying_consumers.producer, with the real channels-redis layer.
 
 Rings are inspected in the test Redis itself (a channel is a sorted set there),
-and received with the layer's own ``receive``. A ring is sent synchronously when
-the transaction commits, so "nothing rung yet" is checked by what Redis holds, or
+and received with the layer's own ``receive``. A ring is handed to the ring loop
+when the transaction commits; the helpers wait for it to be sent
+(``doorbell.flush``), so "nothing rung yet" is checked by what Redis holds, or
 by a marker message sent meanwhile that must arrive first.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +29,7 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from retrying_consumers import producer, store
+from retrying_consumers import doorbell, producer, store
 from retrying_consumers.exceptions import InvalidPayload, TaskNotFound
 from retrying_consumers.models import Outcome, Status, TaskRecord
 from retrying_consumers.policy import Action, Decision
@@ -44,15 +46,25 @@ class Rollback(Exception):
     """Raised to roll an atomic block back."""
 
 
-def held(client: redis.Redis, channel: str = CHANNEL) -> list[dict[str, Any]]:
-    """The messages waiting on ``channel`` in Redis, oldest first, left in place."""
+def messages(client: redis.Redis, channel: str = CHANNEL) -> list[dict[str, Any]]:
+    """The messages waiting on ``channel`` in Redis, oldest first, left in place.
+
+    Rings handed over by ``enqueue`` so far are sent first.
+    """
+    assert doorbell.flush()
     layer = get_channel_layer()
     return [
         layer.deserialize(raw) for raw in client.zrange(layer.prefix + channel, 0, -1)
     ]
 
 
+def held(client: redis.Redis, channel: str = CHANNEL) -> list[dict[str, Any]]:
+    """The rings waiting on ``channel``, oldest first, batches opened."""
+    return [r for m in messages(client, channel) for r in doorbell.rings_in(m)]
+
+
 async def areceive(channel: str = CHANNEL) -> dict[str, Any]:
+    await asyncio.to_thread(doorbell.flush)
     return await asyncio.wait_for(get_channel_layer().receive(channel), 5)
 
 
@@ -120,7 +132,44 @@ def test_enqueue_keeps_an_explicit_max_attempts(redis_client: redis.Redis) -> No
 def test_each_enqueue_rings_its_own_task(redis_client: redis.Redis) -> None:
     ids = [enqueue(CHANNEL, TYPE, {"n": n}) for n in range(3)]
     assert len(set(ids)) == 3
-    assert [receive() for _ in ids] == [ring_of(task_id) for task_id in ids]
+    assert held(redis_client) == [ring_of(task_id) for task_id in ids]
+
+
+def test_rings_waiting_to_be_sent_go_out_together_in_order(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer = get_channel_layer()
+    send = layer.send
+    first_sent = threading.Event()
+
+    async def slow_send(channel: str, message: dict[str, Any]) -> None:
+        await send(channel, message)
+        if not first_sent.is_set():
+            first_sent.set()
+            await asyncio.sleep(0.3)  # the next rings pile up meanwhile
+
+    monkeypatch.setattr(layer, "send", slow_send)
+    first = enqueue(CHANNEL, TYPE)
+    assert first_sent.wait(5)
+    rest = [enqueue(CHANNEL, TYPE, {"n": n}) for n in range(5)]
+    assert messages(redis_client) == [
+        ring_of(first),
+        {
+            "type": doorbell.RINGS_TYPE,
+            "rings": [ring_of(task_id) for task_id in rest],
+        },
+    ]
+
+
+def test_a_batch_of_rings_holds_at_most_max_rings_per_message(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(doorbell, "MAX_RINGS_PER_MESSAGE", 2)
+    with transaction.atomic():  # the rings are handed over together at commit
+        ids = [enqueue(CHANNEL, TYPE, {"n": n}) for n in range(5)]
+    sizes = [len(doorbell.rings_in(m)) for m in messages(redis_client)]
+    assert max(sizes) <= 2 and sum(sizes) == 5
+    assert held(redis_client) == [ring_of(task_id) for task_id in ids]
 
 
 def test_inside_a_transaction_nothing_is_rung_until_commit(
@@ -380,7 +429,10 @@ def test_a_full_channel_delays_tasks_and_loses_none(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="retrying_consumers.doorbell")
     before = timezone.now()
-    ids = [enqueue(CHANNEL, TYPE, {"n": n}) for n in range(3)]
+    ids = []
+    for n in range(3):  # one ring per message: each counts against the capacity
+        ids.append(enqueue(CHANNEL, TYPE, {"n": n}))
+        assert doorbell.flush()
     assert len(set(ids)) == 3
     tasks = TaskRecord.objects.filter(pk__in=ids)
     assert tasks.count() == 3

@@ -1,0 +1,110 @@
+"""Group commit: store calls made at the same moment share one transaction.
+
+A worker runs several attempts at once. Each of them claims its attempt and
+records its outcome; done one by one, each call is a hop to the database thread
+and a commit. A :class:`GroupCommit` collects the calls made while the previous
+batch was in the database, and runs them as one call of a ``*_many`` store
+function: under load the batches grow by themselves, and a lone call waits for
+nothing but one turn of the event loop. Each item still gets its own result, and
+every claim is still its own conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+logger = logging.getLogger("retrying_consumers.batching")
+
+#: Items per transaction at most; the rest go in the next one.
+MAX_BATCH = 100
+
+
+class GroupCommit[T, R]:
+    """Run ``run_many`` (items -> a result or exception each) in batches.
+
+    ``orphaned(item, result)`` is called, in the database thread, for a result
+    whose caller was cancelled while it waited: a claim nobody will run must be
+    handed back.
+    """
+
+    def __init__(
+        self,
+        run_many: Callable[[list[T]], list[R | Exception]],
+        orphaned: Callable[[T, R], None] | None = None,
+    ) -> None:
+        self.run_many = run_many
+        self.orphaned = orphaned
+        self.pending: list[tuple[T, asyncio.Future[R]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        if self.flusher is None:
+            self.flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch = self.pending[:MAX_BATCH]
+                del self.pending[:MAX_BATCH]
+                await self._run(batch)
+        finally:
+            self.flusher = None
+            for _, future in self.pending:  # only when this task was cancelled
+                future.cancel()
+            self.pending.clear()
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            results = await database_sync_to_async(self.run_many)(items)
+        except asyncio.CancelledError:
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as err:
+            results = [err] * len(batch)
+        orphans: list[tuple[T, R]] = []
+        for (item, future), result in zip(batch, results, strict=True):
+            if future.done():  # its caller was cancelled meanwhile
+                if not isinstance(result, Exception):
+                    orphans.append((item, result))
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if orphans and self.orphaned is not None:
+            await database_sync_to_async(self._hand_back)(orphans)
+
+    def _hand_back(self, orphans: list[tuple[T, R]]) -> None:
+        assert self.orphaned is not None
+        for item, result in orphans:
+            try:
+                self.orphaned(item, result)
+            except Exception:
+                logger.exception("could not hand back %r", item)
+
+
+_per_loop: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Hashable, GroupCommit[Any, Any]]
+] = weakref.WeakKeyDictionary()
+
+
+def group_commit[T, R](
+    key: Hashable,
+    make: Callable[[], GroupCommit[T, R]],
+) -> GroupCommit[T, R]:
+    """The running loop's batcher for ``key``, made by ``make`` on first use."""
+    batchers = _per_loop.setdefault(asyncio.get_running_loop(), {})
+    found = batchers.get(key)
+    if found is None:
+        found = batchers[key] = make()
+    return found
