@@ -134,13 +134,18 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 )
         await self.send_json({"type": "unsubscribed", "id": request.id})
 
-    async def task_update(self, event: dict[str, Any]) -> None:
-        """Called for each task event from a group: queue it for the next batch."""
-        task = event.get("task")
-        if not isinstance(task, dict) or not self._wants(task):
-            return
-        self.pending[task["id"]] = task  # only the latest state of a task is kept
-        if self.flusher is None or self.flusher.done():
+    async def task_updates(self, event: dict[str, Any]) -> None:
+        """Called for each batch of task events from a group: queue them for the
+        next ``update`` frame."""
+        tasks = event.get("tasks")
+        wanted = [
+            task
+            for task in (tasks if isinstance(tasks, list) else [])
+            if isinstance(task, dict) and "id" in task and self._wants(task)
+        ]
+        for task in wanted:
+            self.pending[task["id"]] = task  # only the latest state of a task
+        if wanted and (self.flusher is None or self.flusher.done()):
             self.flusher = asyncio.create_task(self._flush_soon())
 
     async def ping_reply(self, message: dict[str, Any]) -> None:

@@ -298,13 +298,17 @@ def _claims(worker: str, lease_seconds: float) -> GroupCommit[ClaimRequest, Any]
     def claim_many(requests: list[ClaimRequest]) -> list[Any]:
         return store.claim_many(requests, worker=worker, lease_seconds=lease_seconds)
 
-    def hand_back(request: ClaimRequest, task: TaskRecord | None) -> None:
-        # Claimed for an attempt that was cancelled before it could start.
-        if task is not None:
-            store.interrupt(task.id, task.attempt, worker=worker)
+    def hand_back(orphans: list[tuple[ClaimRequest, TaskRecord | None]]) -> None:
+        # Claimed for attempts that were cancelled before they could start.
+        for _, task in orphans:
+            if task is not None:
+                store.interrupt(task.id, task.attempt, worker=worker)
 
     return group_commit(
-        ("claim", worker, lease_seconds), lambda: GroupCommit(claim_many, hand_back)
+        ("claim", worker, lease_seconds),
+        lambda: GroupCommit(
+            database_sync_to_async(claim_many), database_sync_to_async(hand_back)
+        ),
     )
 
 
@@ -314,7 +318,9 @@ def _successes(worker: str) -> GroupCommit[tuple[Success, TaskRecord], Any]:
     def succeed_many(items: list[tuple[Success, TaskRecord]]) -> list[Any]:
         return store.succeed_many(items, worker=worker)
 
-    return group_commit(("succeed", worker), lambda: GroupCommit(succeed_many))
+    return group_commit(
+        ("succeed", worker), lambda: GroupCommit(database_sync_to_async(succeed_many))
+    )
 
 
 def decide(

@@ -1,12 +1,13 @@
-"""Group commit: store calls made at the same moment share one transaction.
+"""Group commit: calls made at the same moment share one trip.
 
-A worker runs several attempts at once. Each of them claims its attempt and
-records its outcome; done one by one, each call is a hop to the database thread
-and a commit. A :class:`GroupCommit` collects the calls made while the previous
-batch was in the database, and runs them as one call of a ``*_many`` store
-function: under load the batches grow by themselves, and a lone call waits for
-nothing but one turn of the event loop. Each item still gets its own result, and
-every claim is still its own conditional UPDATE.
+A worker runs several attempts at once. Each of them claims its attempt, records
+its outcome and announces it; done one by one, each call is a hop to the
+database thread and a commit, or a round of Redis commands. A
+:class:`GroupCommit` collects the calls made while the previous batch was on its
+way, and runs them as one call of a ``*_many`` function: under load the batches
+grow by themselves, and a lone call waits for nothing but one turn of the event
+loop. Each item still gets its own result, and every claim is still its own
+conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
-
-from channels.db import database_sync_to_async
 
 logger = logging.getLogger("retrying_consumers.batching")
 
@@ -28,30 +27,44 @@ MAX_BATCH = 100
 class GroupCommit[T, R]:
     """Run ``run_many`` (items -> a result or exception each) in batches.
 
-    ``orphaned(item, result)`` is called, in the database thread, for a result
-    whose caller was cancelled while it waited: a claim nobody will run must be
-    handed back.
+    ``orphaned(pairs)`` gets the (item, result) pairs whose caller was cancelled
+    while it waited: a claim nobody will run must be handed back. ``linger``
+    seconds (default none) are waited before a batch leaves, for calls that can
+    afford it to travel in bigger batches.
     """
 
     def __init__(
         self,
-        run_many: Callable[[list[T]], list[R | Exception]],
-        orphaned: Callable[[T, R], None] | None = None,
+        run_many: Callable[[list[T]], Awaitable[list[R | Exception]]],
+        orphaned: Callable[[list[tuple[T, R]]], Awaitable[None]] | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.run_many = run_many
         self.orphaned = orphaned
+        self.linger = linger
         self.pending: list[tuple[T, asyncio.Future[R]]] = []
         self.flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, item: T) -> R:
+        return await self.submit(item)
+
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Add ``item`` to the next batch; the future holds its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self.pending.append((item, future))
         if self.flusher is None:
             self.flusher = asyncio.create_task(self._flush())
-        return await future
+        return future
+
+    async def wait(self) -> None:
+        """Return when every batch submitted so far has been run."""
+        while self.flusher is not None:
+            await asyncio.shield(self.flusher)
 
     async def _flush(self) -> None:
         try:
+            if self.linger:
+                await asyncio.sleep(self.linger)
             while self.pending:
                 batch = self.pending[:MAX_BATCH]
                 del self.pending[:MAX_BATCH]
@@ -65,7 +78,7 @@ class GroupCommit[T, R]:
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            results = await database_sync_to_async(self.run_many)(items)
+            results = await self.run_many(items)
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()
@@ -82,15 +95,12 @@ class GroupCommit[T, R]:
             else:
                 future.set_result(result)
         if orphans and self.orphaned is not None:
-            await database_sync_to_async(self._hand_back)(orphans)
-
-    def _hand_back(self, orphans: list[tuple[T, R]]) -> None:
-        assert self.orphaned is not None
-        for item, result in orphans:
             try:
-                self.orphaned(item, result)
+                await self.orphaned(orphans)
             except Exception:
-                logger.exception("could not hand back %r", item)
+                logger.exception(
+                    "could not hand back %s orphaned result(s)", len(orphans)
+                )
 
 
 _per_loop: weakref.WeakKeyDictionary[

@@ -14,7 +14,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from . import signals
-from .events import apublish
+from .events import apublish, publish
 from .logs import log_failure
 from .models import TaskRecord
 from .policy import Action, Decision
@@ -55,7 +55,7 @@ async def announce_success(sender: type, task: TaskRecord, result: Any) -> None:
         task.attempt,
         extra={"task_id": str(task.id)},
     )
-    await apublish(task)
+    publish(task)  # not awaited: the worker's slot is free at once
     await send_signal(signals.task_succeeded, sender, task=task, result=result)
 
 

@@ -1,10 +1,11 @@
-"""The statements every attempt runs, in SQL: the claim and the success record.
+"""The statements every task runs, in SQL: the insert, the claim, the success.
 
 Django's ORM builds and compiles a ``filter(...).update(...)`` anew on each call:
 about 270 µs on SQLite, against 25 µs for the same statement in SQL, and a
-``get()`` costs more still. The claim and the success record run once per
-attempt, so they are written here, with the same conditions as the ORM versions
-and ``UPDATE ... RETURNING`` in place of a second read. The SQL is what SQLite
+``get()`` costs more still. The insert runs once per task, and the claim and
+the success record once per attempt, so they are written here, with the same
+conditions as the ORM versions and ``UPDATE ... RETURNING`` in place of a second
+read. The SQL is what SQLite
 (3.35 and later; Django requires 3.37) and PostgreSQL both accept; values go
 through each field's own database preparation, and returned rows through the
 converters the ORM itself would apply, so a model built here is the model a
@@ -80,6 +81,10 @@ class _Statements:
             f"WHERE {tc('id')} = %s AND {tc('status')} = %s AND {tc('attempt')} = %s "
             f"RETURNING {columns}"
         )
+        self.insert = (
+            f"INSERT INTO {task} ({columns}) "
+            f"VALUES ({', '.join(['%s'] * len(self.fields))})"
+        )
         self.new_attempt = (
             f"INSERT INTO {attempt} ({ac('task')}, {ac('number')}, {ac('worker')}, "
             f"{ac('started_at')}, {ac('finished_at')}, {ac('outcome')}, "
@@ -154,6 +159,21 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
             )
         found = _cache[connection] = _Statements(connection)
     return found
+
+
+def insert_task(task: TaskRecord, *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """INSERT ``task`` as ``task.save(force_insert=True)`` would, minus the
+    ``pre_save``/``post_save`` signals (a third of the cost of ``enqueue``)."""
+    s = _statements(connections[using])
+    connection = s.connection
+    values = [
+        field.get_db_prep_save(field.pre_save(task, True), connection)
+        for field in s.fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(s.insert, values)
+    task._state.adding = False
+    task._state.db = using
 
 
 def claim_rows(

@@ -81,7 +81,7 @@ def create_task(
     )
     try:
         with transaction.atomic():
-            task.save(force_insert=True)
+            sql.insert_task(task)
     except IntegrityError:
         # Lost a race with another enqueue of the same key.
         existing = _live_with_key(idempotency_key) if idempotency_key else None

@@ -29,6 +29,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
+from . import events
 from .conf import worker_id
 from .doorbell import RINGS_TYPE, batch_message, rings_in
 from .models import TaskRecord, WorkerRecord
@@ -160,6 +161,7 @@ class RetryingWorker:
             job.cancel()
         await asyncio.gather(*listeners, *chores, return_exceptions=True)
         await self._drain()
+        await events.flush()  # the last outcomes' events
         await database_sync_to_async(self._unregister)()
         logger.info("worker stopped: worker=%s", worker_id())
 

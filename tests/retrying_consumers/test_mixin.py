@@ -317,8 +317,9 @@ async def test_progress_events_reach_the_task_group(worker) -> None:
     seen = []
     while not seen or seen[-1]["status"] != Status.SUCCEEDED:
         event = await asyncio.wait_for(layer.receive(listener), 5)
-        assert event["type"] == "task.update"
-        seen.append(event["task"])
+        assert event["type"] == "task.updates"
+        assert {t["id"] for t in event["tasks"]} == {str(task.id)}
+        seen += event["tasks"]
     assert seen[0]["status"] == "running"
     assert seen[-1]["progress"] == {"current": 2.0, "total": 2.0, "message": "all"}
     # 2 reports in a row are coalesced into one event.
@@ -335,7 +336,7 @@ async def test_a_chatty_task_is_coalesced_and_its_final_state_delivered(
     await worker.send_input(ring(task))
     seen = []
     while not seen or seen[-1]["status"] != Status.SUCCEEDED:
-        seen.append((await asyncio.wait_for(layer.receive(listener), 10))["task"])
+        seen += (await asyncio.wait_for(layer.receive(listener), 10))["tasks"]
     # One event per PROGRESS_INTERVAL (0.1 s) over a run of a second or two, not
     # one per report (10,000) nor one per chance to flush (1,000).
     assert len(seen) < 100
