@@ -33,6 +33,12 @@ def main() -> None:
     )
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument(
+        "--ours-concurrency",
+        default="",
+        help="comma list of runworker --concurrency values to run ours with, "
+        "each its own row (default: --concurrency)",
+    )
+    parser.add_argument(
         "--producer", choices=["enqueue", "aenqueue"], default="enqueue"
     )
     parser.add_argument(
@@ -53,29 +59,41 @@ def main() -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
     systems = args.systems.split(",")
     counts = [int(w) for w in args.workers.split(",")]
+    slots = [
+        int(c) for c in (args.ours_concurrency or str(args.concurrency)).split(",")
+    ]
 
-    rows: dict[tuple[str, str, int], dict[str, Any]] = defaultdict(
+    rows: dict[tuple[str, str, int, int], dict[str, Any]] = defaultdict(
         lambda: {"rate": Series(), "total": Series(), "enqueue": Series(), "extra": {}}
     )
     with Bench(capacity=args.capacity, keep=args.keep_logs) as bench:
         dbs = bench.databases(args.postgres, sqlite=not args.no_sqlite)
-        plan: list[tuple[str, str, int]] = []
+        plan: list[tuple[str, str, int, int]] = []
         if "ours" in systems:
-            plan += [("ours", db.label, w) for db in dbs for w in counts]
+            plan += [
+                ("ours", db.label, w, c) for db in dbs for c in slots for w in counts
+            ]
             if args.drain:
-                plan += [("drain", db.label, w) for db in dbs for w in counts]
+                plan += [
+                    ("drain", db.label, w, c)
+                    for db in dbs
+                    for c in slots
+                    for w in counts
+                ]
         if "stock" in systems:
-            plan += [("stock", "-", w) for w in counts]
+            plan += [("stock", "-", w, 0) for w in counts]
         if "celery" in systems:
-            plan.append(("celery", "-", 2))
+            plan.append(("celery", "-", 2, 0))
         if "dramatiq" in systems:
-            plan.append(("dramatiq", "-", 2))
+            plan.append(("dramatiq", "-", 2, 0))
         by_label = {db.label: db for db in dbs}
         # Runs interleave the systems, so a noisy minute hurts all of them alike.
         for run in range(1, args.runs + 1):
-            for system, label, workers in plan:
+            for system, label, workers, conc in plan:
                 print(
-                    f"run {run}/{args.runs}: {system} {label} x{workers} ...",
+                    f"run {run}/{args.runs}: {system} {label} x{workers}"
+                    + (f" c={conc}" if conc else "")
+                    + " ...",
                     flush=True,
                 )
                 try:
@@ -84,7 +102,7 @@ def main() -> None:
                             bench,
                             by_label[label],
                             workers=workers,
-                            concurrency=args.concurrency,
+                            concurrency=conc,
                             tasks=args.tasks,
                             timeout=args.timeout,
                             producer=args.producer,
@@ -94,12 +112,12 @@ def main() -> None:
                             bench,
                             by_label[label],
                             workers=workers,
-                            concurrency=args.concurrency,
+                            concurrency=conc,
                             tasks=args.tasks,
                             timeout=args.timeout,
                             drive_args=["--producer", args.producer],
                             profile=args.profile
-                            / f"ours-{label}-x{workers}-run{run}.txt"
+                            / f"ours-{label}-x{workers}-c{conc}-run{run}.txt"
                             if args.profile
                             else None,
                         )
@@ -113,9 +131,9 @@ def main() -> None:
                         )
                 except Exception as err:  # one failed run must not hide the others
                     print(f"  FAILED: {err}", flush=True)
-                    rows[(system, label, workers)]["extra"]["failed"] = True
+                    rows[(system, label, workers, conc)]["extra"]["failed"] = True
                     continue
-                row = rows[(system, label, workers)]
+                row = rows[(system, label, workers, conc)]
                 row["rate"].add(answer["tasks"] / answer["total_s"])
                 row["total"].add(answer["total_s"])
                 row["enqueue"].add(answer["enqueue_s"])
@@ -142,16 +160,20 @@ NAMES = {
 }
 
 
+def name(key: tuple[str, str, int, int]) -> str:
+    return NAMES[key[0]] + (f" --concurrency {key[3]}" if key[3] else "")
+
+
 def report(args: argparse.Namespace, plan: list[Any], rows: dict[Any, Any]) -> None:
     table = []
     for key in plan:
-        system, label, workers = key
+        _, label, workers, _ = key
         row = rows[key]
         redis = row["extra"].get("redis") or {}
         pg = row["extra"].get("pg")
         table.append(
             [
-                NAMES[system],
+                name(key),
                 label,
                 str(workers),
                 row["rate"].cell("{:.0f}")
@@ -193,7 +215,7 @@ def report(args: argparse.Namespace, plan: list[Any], rows: dict[Any, Any]) -> N
     ratios = []
     for ours in [k for k in plan if k[0] in ("ours", "drain")]:
         kind = "ours" if ours[0] == "ours" else "ours drain (diagnostic)"
-        cells = [f"{kind} {ours[1]} x{ours[2]}"]
+        cells = [f"{kind} {ours[1]} x{ours[2]} c={ours[3]}"]
         others = [
             (best("stock", ours[2]) or [None])[0],
             (best("celery") or [None])[0],
@@ -210,7 +232,7 @@ def report(args: argparse.Namespace, plan: list[Any], rows: dict[Any, Any]) -> N
         )
     detail = [
         [
-            NAMES[k[0]],
+            name(k),
             k[1],
             str(k[2]),
             ", ".join(
@@ -225,7 +247,12 @@ def report(args: argparse.Namespace, plan: list[Any], rows: dict[Any, Any]) -> N
         detail,
     )
     pg_rows = [
-        [k[1], str(k[2]), *(f"{rows[k]['extra']['pg'][c]:.1f}" for c in PG_COLUMNS)]
+        [
+            k[1],
+            str(k[2]),
+            str(k[3]),
+            *(f"{rows[k]['extra']['pg'][c]:.1f}" for c in PG_COLUMNS),
+        ]
         for k in plan
         if rows[k]["extra"].get("pg")
     ]
@@ -233,7 +260,7 @@ def report(args: argparse.Namespace, plan: list[Any], rows: dict[Any, Any]) -> N
         print_table(
             "PostgreSQL work per task (last run; pg_stat_database deltas over the "
             "measured window: enqueue and workers, the bench's polling taken out)",
-            ["store", "procs", *PG_COLUMNS],
+            ["store", "procs", "concurrency", *PG_COLUMNS],
             pg_rows,
         )
 
