@@ -144,6 +144,8 @@ def test_poison_messages_are_logged_once_and_other_channels_keep_working(
             os.urandom(12) + b"\xc1",  # not msgpack
             os.urandom(12) + msgpack.packb({"no": "type"}),
             os.urandom(12) + msgpack.packb([1, 2, 3]),
+            os.urandom(12)
+            + msgpack.packb({"type": "retrying_consumers.rings", "rings": "?"}),
         ):
             redis_client.zadd(key, {body: 1})
         redis_client.zadd(
@@ -153,12 +155,13 @@ def test_poison_messages_are_logged_once_and_other_channels_keep_working(
         ids = many(3, "fault.noop", "fault-b") + many(3, "fault.noop", "fault-a")
         all_succeeded(ids, 20)
         wait_until(
-            lambda: worker.output().count("poison message dropped") >= 4, 10, "logs"
+            lambda: worker.output().count("poison message dropped") >= 5, 10, "logs"
         )
         assert worker.alive()
     log = worker.output()
-    assert log.count("poison message dropped") == 4
+    assert log.count("poison message dropped") == 5
     assert len(re.findall(r"problem=undecodable message", log)) == 1
+    assert len(re.findall(r"problem=malformed batch of rings", log)) == 1
     assert len(re.findall(r"problem=no consumer is routed", log)) == 1
 
 

@@ -19,6 +19,7 @@ from tenacity import wait_fixed
 
 from retrying_consumers import (
     GiveUp,
+    doorbell,
     RetryLater,
     RetryMixin,
     RetryPolicy,
@@ -180,6 +181,19 @@ async def test_duplicate_ring_runs_the_attempt_once(worker) -> None:
     await worker.send_input(ring(sentinel))
     await until(status_is(sentinel, Status.DEAD), what="the sentinel")
     assert calls == [("ok", 1)]
+
+
+async def test_a_batch_of_rings_runs_each_ring_in_turn(worker) -> None:
+    first, second = await make_task("job.ok", {"n": 1}), await make_task("job.ok")
+    await worker.send_input(
+        {
+            "type": doorbell.RINGS_TYPE,
+            "rings": [ring(first), ring(first), "not a ring", ring(second)],
+        }
+    )
+    await until(status_is(second, Status.SUCCEEDED), what="the second task")
+    await until(status_is(first, Status.SUCCEEDED), what="the first task")
+    assert calls == [("ok", 1), ("ok", 1)]  # the duplicate ring found nothing
 
 
 async def test_failure_is_stored_logged_once_and_scheduled(worker, caplog) -> None:

@@ -1,0 +1,171 @@
+"""Group commit: calls made together share one batch, each keeps its own result."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+
+from retrying_consumers import attempts, batching, store
+from retrying_consumers.exceptions import TaskNotFound
+from retrying_consumers.models import AttemptRecord, Status
+from retrying_consumers.sql import ClaimRequest
+
+
+class Recorder:
+    """A ``run_many`` that records its batches; "bad" items fail alone."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = gate
+
+    async def __call__(self, items: list[str]) -> list[Any]:
+        self.batches.append(list(items))
+        if self.gate is not None:
+            await self.gate.wait()
+        return [ValueError(item) if item == "bad" else item.upper() for item in items]
+
+
+async def test_calls_made_together_share_one_batch_in_order() -> None:
+    run = Recorder()
+    commit = batching.GroupCommit(run)
+    results = await asyncio.gather(*(commit(x) for x in ["a", "b", "c"]))
+    assert results == ["A", "B", "C"]
+    assert run.batches == [["a", "b", "c"]]
+
+
+async def test_each_item_gets_its_own_exception() -> None:
+    commit = batching.GroupCommit(Recorder())
+    results = await asyncio.gather(
+        commit("a"), commit("bad"), commit("c"), return_exceptions=True
+    )
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], ValueError)
+
+
+async def test_a_failing_batch_fails_every_caller_in_it() -> None:
+    async def broken(items: list[str]) -> list[Any]:
+        raise RuntimeError("database gone")
+
+    commit = batching.GroupCommit(broken)
+    results = await asyncio.gather(commit("a"), commit("b"), return_exceptions=True)
+    assert [type(r) for r in results] == [RuntimeError, RuntimeError]
+    assert await asyncio.gather(commit("c"), return_exceptions=True)  # usable again
+
+
+async def test_calls_made_while_a_batch_runs_go_in_the_next_one() -> None:
+    gate = asyncio.Event()
+    run = Recorder(gate)
+    commit = batching.GroupCommit(run)
+    first = asyncio.create_task(commit("a"))
+    while not run.batches:
+        await asyncio.sleep(0)
+    later = [asyncio.create_task(commit(x)) for x in ["b", "c"]]
+    await asyncio.sleep(0.01)
+    assert run.batches == [["a"]]
+    gate.set()
+    assert await first == "A"
+    assert [await t for t in later] == ["B", "C"]
+    assert run.batches == [["a"], ["b", "c"]]
+
+
+async def test_batches_hold_at_most_max_batch_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "MAX_BATCH", 2)
+    run = Recorder()
+    commit = batching.GroupCommit(run)
+    await asyncio.gather(*(commit(x) for x in "abcde"))
+    assert run.batches == [["a", "b"], ["c", "d"], ["e"]]
+
+
+async def test_linger_gathers_calls_spread_over_time() -> None:
+    run = Recorder()
+    commit = batching.GroupCommit(run, linger=0.05)
+    first = asyncio.create_task(commit("a"))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(commit("b"))
+    assert (await first, await second) == ("A", "B")
+    assert run.batches == [["a", "b"]]
+
+
+async def test_wait_returns_when_submitted_batches_have_run() -> None:
+    run = Recorder()
+    commit = batching.GroupCommit(run, linger=0.02)
+    future = commit.submit("a")
+    await commit.wait()
+    assert future.done() and future.result() == "A"
+    await commit.wait()  # nothing pending: returns at once
+
+
+async def test_a_cancelled_caller_s_result_is_handed_to_orphaned() -> None:
+    gate = asyncio.Event()
+    orphans: list[tuple[str, Any]] = []
+
+    async def orphaned(pairs: list[tuple[str, Any]]) -> None:
+        orphans.extend(pairs)
+
+    run = Recorder(gate)
+    commit = batching.GroupCommit(run, orphaned)
+    gone = asyncio.create_task(commit("a"))
+    kept = asyncio.create_task(commit("b"))
+    while not run.batches:
+        await asyncio.sleep(0)
+    gone.cancel()
+    gate.set()
+    assert await kept == "B"
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert orphans == [("a", "A")]
+
+
+async def test_the_running_loop_has_one_batcher_per_key() -> None:
+    def make() -> batching.GroupCommit[str, str]:
+        return batching.GroupCommit(Recorder())
+
+    assert batching.group_commit("k", make) is batching.group_commit("k", make)
+    assert batching.group_commit("k", make) is not batching.group_commit("j", make)
+
+
+# The claim batcher of the attempts, on the real store ------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_claims_are_decided_one_by_one_in_one_batch() -> None:
+    task, _ = await store.acreate_task(
+        channel="c", type="job.run", payload={}, ring_timeout=30
+    )
+    claims = attempts._claims("w:1", 30)
+    request = ClaimRequest(task.id, 1, 3)
+    missing = ClaimRequest(store.parse_task_id("0" * 32), 1, 3)
+    results = await asyncio.gather(
+        claims(request), claims(request), claims(missing), return_exceptions=True
+    )
+    won, duplicate, unknown = results
+    assert won.status == Status.RUNNING and won.attempt == 1
+    assert duplicate is None  # same attempt, same batch: only one claim wins
+    assert isinstance(unknown, TaskNotFound)
+    count = await database_sync_to_async(AttemptRecord.objects.count)()
+    assert count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_claim_whose_attempt_was_cancelled_is_handed_back() -> None:
+    task, _ = await store.acreate_task(
+        channel="c", type="job.run", payload={}, ring_timeout=30
+    )
+    claims = attempts._claims("w:1", 30)
+    waiter = asyncio.create_task(claims(ClaimRequest(task.id, 1, 3)))
+    await asyncio.sleep(0)  # submitted; the batch leaves on the next turn
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await claims.wait()
+    fresh = await store.aget_task(task.id)
+    assert fresh.status == Status.QUEUED and fresh.due_at is not None
+    # Handed back as interrupted: the task's budget grew by the lost attempt.
+    assert (fresh.attempt, fresh.max_attempts) == (1, 4)
+    attempt = await database_sync_to_async(AttemptRecord.objects.get)(task=task)
+    assert attempt.outcome == "interrupted"
