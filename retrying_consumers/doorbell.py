@@ -28,6 +28,10 @@ SYNC_RING_TIMEOUT = 10.0
 RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
+#: A ring handed over within BURST seconds of the channel's last send waits
+#: RING_LINGER seconds for others to join it; a lone ring leaves at once.
+BURST = 0.005
+RING_LINGER = 0.005
 
 
 def ring_message(task: TaskRecord) -> dict[str, Any]:
@@ -96,6 +100,7 @@ class _RingSender:
         self.loop = asyncio.new_event_loop()
         self.pending: dict[str, list[dict[str, Any]]] = {}
         self.senders: dict[str, asyncio.Task[None]] = {}
+        self.last_sent: dict[str, float] = {}
         threading.Thread(
             target=self.loop.run_forever, name="retrying-consumers-ring", daemon=True
         ).start()
@@ -111,9 +116,13 @@ class _RingSender:
     async def _send(self, channel: str) -> None:
         try:
             while rings := self.pending.get(channel):
+                if self.loop.time() - self.last_sent.get(channel, -1e9) < BURST:
+                    # In a burst: let a few more rings join this message.
+                    await asyncio.sleep(RING_LINGER)
                 batch = rings[:MAX_RINGS_PER_MESSAGE]
                 del rings[:MAX_RINGS_PER_MESSAGE]
                 await _send_rings(channel, batch, SYNC_RING_TIMEOUT)
+                self.last_sent[channel] = self.loop.time()
         finally:
             del self.senders[channel]
             if not self.pending.get(channel):

@@ -79,6 +79,9 @@ def create_task(
         idempotency_key=idempotency_key,
         due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
     )
+    if idempotency_key is None:  # nothing can clash: the INSERT is atomic alone
+        sql.insert_task(task)
+        return task, True
     try:
         with transaction.atomic():
             sql.insert_task(task)

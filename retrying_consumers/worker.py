@@ -40,6 +40,9 @@ from .scheduling import aring_due
 logger = logging.getLogger("retrying_consumers.worker")
 
 MAX_BACKOFF = 5.0
+#: Seconds a listener waits before taking from a channel that had more rings
+#: than free slots last time (a few milliseconds: slots of short tasks free up).
+BACKLOG_PAUSE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ class RetryingWorker:
         self.inflight: dict[asyncio.Future[None], str | None] = {}
         self.pools: dict[str, list[_Instance]] = {c: [] for c in self.channels}
         self.signals_seen = 0
+        self.backlogged: set[str] = set()
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -206,6 +210,11 @@ class RetryingWorker:
         while True:
             await self.slots.acquire()
             try:
+                if channel in self.backlogged:
+                    # Rings wait in the channel: let a few more slots free up,
+                    # so that the next message is taken in bigger bites.
+                    self.backlogged.discard(channel)
+                    await asyncio.sleep(BACKLOG_PAUSE)
                 message = await self.channel_layer.receive(channel)
             except asyncio.CancelledError:
                 self.slots.release()
@@ -241,6 +250,7 @@ class RetryingWorker:
             await self.slots.acquire()
             taken += 1
         if len(rings) > taken:
+            self.backlogged.add(channel)
             await self._give_back(channel, rings[taken:])
         for ring in rings[:taken]:
             if not self._dispatch(channel, ring):
