@@ -31,8 +31,9 @@ class LibrarySettings:
     traceback_limit: int = 16_000
     #: Store handler return values as task results (per consumer: store_results).
     store_results: bool = True
-    #: Messages one runworker process runs at once (``--concurrency``).
-    worker_concurrency: int = 4
+    #: Attempts one runworker process runs at once (``--concurrency``); sync
+    #: consumers run one at a time whatever this says (see worker_concurrency).
+    worker_concurrency: int = 32
     #: Seconds the attempts in flight get after SIGTERM (``--grace-period``).
     grace_period: float = 30.0
     #: Seconds between two looks of a worker's scheduler at the store.

@@ -54,12 +54,17 @@ class RetryMixin:
         Whether handler return values are stored as results: ``True``, ``False``,
         or per message type, e.g. ``{"report.build": False}`` (types not listed
         follow the ``STORE_RESULTS`` setting). Default: the setting.
+    ``worker_concurrency``
+        The most attempts of this consumer one worker process runs at once
+        (never more than its ``--concurrency``). Default: ``--concurrency`` for
+        async consumers, 1 for sync ones, whose handlers all share one thread.
     """
 
     retry_policy: ClassVar[RetryPolicy] = RetryPolicy()
     retry_policies: ClassVar[Mapping[str, RetryPolicy]] = {}
     in_place_policy: ClassVar[RetryPolicy] = IN_PLACE_POLICY
     store_results: ClassVar[bool | Mapping[str, bool] | None] = None
+    worker_concurrency: ClassVar[int | None] = None
 
     scope: dict[str, Any]
     _sync: bool
@@ -180,6 +185,13 @@ def _validate_consumer_class(cls: type) -> None:
                 f"handler method {handler or message_type!r}"
             )
     _validate_store_results(cls, name)
+    limit = cls.worker_concurrency  # type: ignore[attr-defined]
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+    ):
+        raise ConfigurationError(
+            f"{name}.worker_concurrency must be None or an int >= 1, got {limit!r}"
+        )
 
 
 def _validate_store_results(cls: type, name: str) -> None:

@@ -85,6 +85,8 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
 
     retry_policy = RetryPolicy(give_up_on=(InvalidTaskData,))
     store_results = True
+    # Task functions are sync and run in threads: a few at a time per process.
+    worker_concurrency = 4
     _attempt: _Attempt | None = None
 
     async def django_task(self, message: dict[str, Any]) -> Any:

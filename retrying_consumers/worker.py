@@ -141,6 +141,9 @@ class RetryingWorker:
     async def main(self) -> None:
         self.stopping = asyncio.Event()
         self.slots = asyncio.Semaphore(self.config.concurrency)
+        self.channel_slots = {
+            c: asyncio.Semaphore(self._channel_limit(c)) for c in self.channels
+        }
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -208,7 +211,7 @@ class RetryingWorker:
     async def _listen(self, channel: str) -> None:
         backoff = 0.1
         while True:
-            await self.slots.acquire()
+            await self._acquire(channel)
             try:
                 if channel in self.backlogged:
                     # Rings wait in the channel: let a few more slots free up,
@@ -217,10 +220,10 @@ class RetryingWorker:
                     await asyncio.sleep(BACKLOG_PAUSE)
                 message = await self.channel_layer.receive(channel)
             except asyncio.CancelledError:
-                self.slots.release()
+                self._release(channel)
                 raise
             except Exception as err:
-                self.slots.release()
+                self._release(channel)
                 if _is_connection_error(err):
                     logger.warning(
                         "channel layer unreachable, retrying in %.1f s: %s",
@@ -246,15 +249,14 @@ class RetryingWorker:
         """
         rings = rings_in(message) if isinstance(message, dict) else [message]
         taken = 1
-        while taken < len(rings) and not self.slots.locked():
-            await self.slots.acquire()
+        while taken < len(rings) and await self._try_acquire(channel):
             taken += 1
         if len(rings) > taken:
             self.backlogged.add(channel)
             await self._give_back(channel, rings[taken:])
         for ring in rings[:taken]:
             if not self._dispatch(channel, ring):
-                self.slots.release()
+                self._release(channel)
 
     async def _give_back(self, channel: str, rings: list[Any]) -> None:
         try:
@@ -288,12 +290,48 @@ class RetryingWorker:
         done = instance.submit(message)
         task_id = message.get("task_id")
         self.inflight[done] = str(task_id) if task_id is not None else None
-        done.add_done_callback(self._finished)
+        done.add_done_callback(lambda _: self._finished(done, channel))
         return True
 
-    def _finished(self, done: asyncio.Future[None]) -> None:
+    def _finished(self, done: asyncio.Future[None], channel: str) -> None:
         self.inflight.pop(done, None)
+        self._release(channel)
+
+    async def _acquire(self, channel: str) -> None:
+        """Wait for a slot of the channel's consumer, then one of the process."""
+        await self.channel_slots[channel].acquire()
+        try:
+            await self.slots.acquire()
+        except BaseException:
+            self.channel_slots[channel].release()
+            raise
+
+    async def _try_acquire(self, channel: str) -> bool:
+        """Take both slots if both are free now, without waiting."""
+        if self.channel_slots[channel].locked() or self.slots.locked():
+            return False
+        # An unlocked semaphore is acquired without a pause: nothing between.
+        await self.channel_slots[channel].acquire()
+        await self.slots.acquire()
+        return True
+
+    def _release(self, channel: str) -> None:
         self.slots.release()
+        self.channel_slots[channel].release()
+
+    def _channel_limit(self, channel: str) -> int:
+        """Attempts of ``channel`` this process runs at once.
+
+        A consumer's ``worker_concurrency`` if it sets one; else 1 for sync
+        consumers (all of them share one thread, so more would only be
+        prefetch), and the process's ``concurrency`` for async ones.
+        """
+        app = (self.routes or {}).get(channel)
+        consumer_class = getattr(app, "consumer_class", None)
+        limit = getattr(consumer_class, "worker_concurrency", None)
+        if limit is None:
+            limit = 1 if getattr(consumer_class, "_sync", False) else None
+        return min(limit or self.config.concurrency, self.config.concurrency)
 
     async def _every(self, interval: float, chore: Callable[[], Any]) -> None:
         while True:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, SyncConsumer
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
 from tenacity import wait_fixed
@@ -33,6 +34,18 @@ class FaultConsumer(RetryMixin, AsyncConsumer):
         await asyncio.sleep(3600)
 
 
+class FewAtOnceConsumer(FaultConsumer):
+    worker_concurrency = 4
+
+
+class SyncFaultConsumer(RetryMixin, SyncConsumer):
+    retry_policy = RetryPolicy(max_attempts=2, wait=wait_fixed(0.1))
+
+    def fault_block(self, message: dict[str, Any]) -> str:
+        time.sleep(message["payload"].get("seconds", 0.1))
+        return worker_id()
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_app,
@@ -40,6 +53,8 @@ application = ProtocolTypeRouter(
             {
                 "fault-a": FaultConsumer.as_asgi(),
                 "fault-b": FaultConsumer.as_asgi(),
+                "fault-few": FewAtOnceConsumer.as_asgi(),
+                "fault-sync": SyncFaultConsumer.as_asgi(),
             }
         ),
     }

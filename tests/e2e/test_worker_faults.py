@@ -16,6 +16,7 @@ from channels.layers import channel_layers
 from django.db import transaction
 
 from retrying_consumers import enqueue
+from retrying_consumers.conf import LibrarySettings
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord, WorkerRecord
 from tests.e2e.fault_settings import RETRYING_CONSUMERS
 from tests.processes import Child, running, start_workers, wait_until
@@ -83,7 +84,7 @@ def test_sigkill_mid_task_loses_nothing_and_reruns_only_the_killed_attempts(
         assert {a.worker for a in lost} == {victim_id}
         assert last.outcome == "succeeded"
     # One killed process can only have been running its concurrency's worth.
-    assert len(rerun) <= 4
+    assert len(rerun) <= LibrarySettings().worker_concurrency
     # No attempt of a task ran while another of its attempts was running.
     for task_attempts in by_task.values():
         for earlier, later in itertools.pairwise(task_attempts):
@@ -178,11 +179,13 @@ def most_at_once(attempts: list[AttemptRecord]) -> int:
 
 
 def test_a_burst_is_shared_by_two_idle_workers(tmp_path: Path) -> None:
-    children = workers(tmp_path, 2, ["fault-a"])
+    # The consumer runs 4 at a time per process (worker_concurrency = 4),
+    # below the workers' own --concurrency (32 by default).
+    children = workers(tmp_path, 2, ["fault-few"])
     with running(children):
         names = [worker_of(c) for c in children]
         with transaction.atomic():  # the 20 rings leave as one batch message
-            ids = many(20, "fault.sleep", seconds=0.5)
+            ids = many(20, "fault.sleep", "fault-few", seconds=0.5)
         all_succeeded(ids, 30)
     attempts = list(AttemptRecord.objects.filter(task_id__in=ids))
     ran = Counter(a.worker for a in attempts)
@@ -191,6 +194,22 @@ def test_a_burst_is_shared_by_two_idle_workers(tmp_path: Path) -> None:
     # Each worker took only what its 4 slots could run, and handed back the rest.
     for name in names:
         assert most_at_once([a for a in attempts if a.worker == name]) <= 4
+
+
+def test_sync_consumers_take_one_message_at_a_time(tmp_path: Path) -> None:
+    children = workers(tmp_path, 2, ["fault-sync"])
+    with running(children):
+        names = [worker_of(c) for c in children]
+        with transaction.atomic():
+            ids = many(8, "fault.block", "fault-sync", seconds=0.3)
+        all_succeeded(ids, 30)
+    attempts = list(AttemptRecord.objects.filter(task_id__in=ids))
+    ran = Counter(a.worker for a in attempts)
+    # One thread runs a process's sync handlers: a worker holding more than
+    # one would only make the other wait.
+    assert set(ran) == set(names), ran
+    for name in names:
+        assert most_at_once([a for a in attempts if a.worker == name]) == 1
 
 
 def test_a_full_channel_delays_tasks_and_loses_none(tmp_path: Path, settings) -> None:

@@ -14,7 +14,7 @@ def test_defaults(settings) -> None:
     settings.RETRYING_CONSUMERS = {}
     lib = library_settings()
     assert lib == LibrarySettings()
-    assert (lib.ring_timeout, lib.lease_seconds, lib.worker_concurrency) == (30, 30, 4)
+    assert (lib.ring_timeout, lib.lease_seconds, lib.worker_concurrency) == (30, 30, 32)
 
 
 def test_overrides(settings) -> None:

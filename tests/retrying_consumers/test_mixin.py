@@ -19,10 +19,10 @@ from tenacity import wait_fixed
 
 from retrying_consumers import (
     GiveUp,
-    doorbell,
     RetryLater,
     RetryMixin,
     RetryPolicy,
+    doorbell,
     signals,
     store,
 )
@@ -442,3 +442,9 @@ def test_policies_are_validated_when_the_class_is_defined() -> None:
 
         class Bad3(AsyncConsumer, RetryMixin):
             pass
+
+
+@pytest.mark.parametrize("limit", [0, -1, 2.5, "4", True])
+def test_worker_concurrency_must_be_a_positive_int(limit: Any) -> None:
+    with pytest.raises(ConfigurationError, match="worker_concurrency must be"):
+        type("Bad", (RetryMixin, AsyncConsumer), {"worker_concurrency": limit})
