@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,17 +70,22 @@ class _Statements:
         def ac(name: str) -> str:
             return q(attempt_meta.get_field(name).column)
 
-        self.claim = (
-            f"UPDATE {task} SET {tc('status')} = %s, {tc('attempt')} = %s, "
+        # One statement for a whole batch: each VALUES row is one claim, and
+        # each matches only its task queued at its attempt - 1. VALUES columns
+        # are column1, column2... in SQLite and PostgreSQL alike.
+        self.claim_head = (
+            f"UPDATE {task} SET {tc('status')} = %s, {tc('attempt')} = v.column2, "
             f"{tc('max_attempts')} = COALESCE({tc('max_attempts')}, "
-            f"{tc('drive_offset')} + %s), "
+            f"{tc('drive_offset')} + v.column3), "
             f"{tc('lease_owner')} = %s, {tc('lease_expires_at')} = %s, "
             f"{tc('due_at')} = NULL, "
             f"{tc('started_at')} = COALESCE({tc('started_at')}, %s), "
             f"{tc('drive_started_at')} = COALESCE({tc('drive_started_at')}, %s), "
-            f"{tc('updated_at')} = %s "
-            f"WHERE {tc('id')} = %s AND {tc('status')} = %s AND {tc('attempt')} = %s "
-            f"RETURNING {columns}"
+            f"{tc('updated_at')} = %s FROM (VALUES "
+        )
+        self.claim_tail = (
+            f") AS v WHERE {tc('id')} = v.column1 AND {tc('status')} = %s "
+            f"AND {tc('attempt')} = v.column2 - 1 RETURNING {columns}"
         )
         self.insert = (
             f"INSERT INTO {task} ({columns}) "
@@ -94,13 +99,27 @@ class _Statements:
             "VALUES (%s, %s, %s, %s, NULL, %s, '', '', '', '', NULL)"
         )
         self.existing = f"SELECT {tc('id')} FROM {task} WHERE {tc('id')} IN "
-        self.succeed = (
-            f"UPDATE {task} SET {tc('status')} = %s, {tc('result')} = %s, "
+        result_value = (
+            "CAST(%s AS jsonb)" if connection.vendor == "postgresql" else "%s"
+        )
+        self.success_row = f"(%s, %s, {result_value})"
+        self.succeed_head = (
+            f"UPDATE {task} SET {tc('status')} = %s, {tc('result')} = v.column3, "
             f"{tc('finished_at')} = %s, {tc('updated_at')} = %s, "
             f"{tc('lease_owner')} = '', {tc('lease_expires_at')} = NULL, "
-            f"{tc('due_at')} = NULL, {tc('reason')} = '' "
-            f"WHERE {tc('id')} = %s AND {tc('status')} = %s AND {tc('attempt')} = %s "
-            f"AND {tc('lease_owner')} = %s"
+            f"{tc('due_at')} = NULL, {tc('reason')} = '' FROM (VALUES "
+        )
+        self.succeed_tail = (
+            f") AS v WHERE {tc('id')} = v.column1 AND {tc('status')} = %s "
+            f"AND {tc('attempt')} = v.column2 AND {tc('lease_owner')} = %s "
+            f"RETURNING {tc('id')}"
+        )
+        self.finish_head = (
+            f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s "
+            "FROM (VALUES "
+        )
+        self.finish_tail = (
+            f") AS v WHERE {ac('task')} = v.column1 AND {ac('number')} = v.column2"
         )
         self.finish_attempt = (
             f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s "
@@ -198,39 +217,31 @@ def claim_rows(
     now: datetime,
     using: str = DEFAULT_DB_ALIAS,
 ) -> list[TaskRecord | None]:
-    """Claim each request in turn: the claimed task, or None where it lost.
+    """Claim each request: the claimed task, or None where it lost.
 
-    A claim matches only a task queued at ``attempt - 1``, so of two requests
-    for the same attempt the second loses. Each winner gets its attempt record.
-    Run inside a transaction.
+    One UPDATE for all of them; each matches only a task queued at its
+    ``attempt - 1``, so of two requests for the same attempt one loses. Each
+    winner gets its attempt record. Run inside a transaction.
     """
+    if not requests:
+        return []
     s = _statements(connections[using])
-    connection = s.connection
-    claimed: list[TaskRecord | None] = []
     stamp = s.when(now)
     lease = s.when(now + timedelta(seconds=lease_seconds))
-    with connection.cursor() as cursor:
-        for request in requests:
-            cursor.execute(
-                s.claim,
-                [
-                    str(Status.RUNNING),
-                    request.attempt,
-                    request.default_max_attempts,
-                    worker,
-                    lease,
-                    stamp,
-                    stamp,
-                    stamp,
-                    s.task_id(request.task_id),
-                    str(Status.QUEUED),
-                    request.attempt - 1,
-                ],
-            )
-            row = cursor.fetchone()
-            claimed.append(None if row is None else s.task_from_row(row))
-        won = [r for r, task in zip(requests, claimed, strict=True) if task]
-        if won:
+    params: list[Any] = [str(Status.RUNNING), worker, lease, stamp, stamp, stamp]
+    for r in requests:
+        params += [s.task_id(r.task_id), r.attempt, r.default_max_attempts]
+    params.append(str(Status.QUEUED))
+    sql = s.claim_head + ", ".join(["(%s, %s, %s)"] * len(requests)) + s.claim_tail
+    with s.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        won = {
+            (task.id, task.attempt): task
+            for task in map(s.task_from_row, cursor.fetchall())
+        }
+        claimed = [won.pop((r.task_id, r.attempt), None) for r in requests]
+        winners = [r for r, task in zip(requests, claimed, strict=True) if task]
+        if winners:
             cursor.executemany(
                 s.new_attempt,
                 [
@@ -241,7 +252,7 @@ def claim_rows(
                         stamp,
                         str(Outcome.RUNNING),
                     ]
-                    for r in won
+                    for r in winners
                 ],
             )
     return claimed
@@ -263,7 +274,7 @@ def existing_ids(
 
 
 def succeed_rows(
-    successes: Iterable[Success],
+    successes: Sequence[Success],
     *,
     worker: str,
     now: datetime,
@@ -271,34 +282,44 @@ def succeed_rows(
 ) -> list[bool]:
     """Record each success; False where the attempt was no longer ``worker``'s.
 
-    A late success still closes its own attempt record (as an orphan), so the
-    attempt's history is complete. Run inside a transaction.
+    One UPDATE of the tasks and one of their attempt records for the whole
+    batch. A late success still closes its own attempt record (as an orphan),
+    so the attempt's history is complete. Run inside a transaction.
     """
+    if not successes:
+        return []
     s = _statements(connections[using])
-    connection = s.connection
     stamp = s.when(now)
-    done: list[bool] = []
-    with connection.cursor() as cursor:
-        for success in successes:
-            task_id = s.task_id(success.task_id)
+    params: list[Any] = [str(Status.SUCCEEDED), stamp, stamp]
+    for success in successes:
+        params += [
+            s.task_id(success.task_id),
+            success.attempt,
+            s.result(success.result),
+        ]
+    params += [str(Status.RUNNING), worker]
+    sql = s.succeed_head + ", ".join([s.success_row] * len(successes)) + s.succeed_tail
+    with s.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        recorded = {s.convert("id", row[0]) for row in cursor.fetchall()}
+        ours = [x.task_id in recorded for x in successes]
+        mine = [x for x, kept in zip(successes, ours, strict=True) if kept]
+        if mine:
+            rows = ", ".join(["(%s, %s)"] * len(mine))
             cursor.execute(
-                s.succeed,
+                s.finish_head + rows + s.finish_tail,
+                [stamp, str(Outcome.SUCCEEDED)]
+                + [v for x in mine for v in (s.task_id(x.task_id), x.attempt)],
+            )
+        for late in (x for x, kept in zip(successes, ours, strict=True) if not kept):
+            cursor.execute(
+                s.finish_orphan,
                 [
-                    str(Status.SUCCEEDED),
-                    s.result(success.result),
                     stamp,
-                    stamp,
-                    task_id,
-                    str(Status.RUNNING),
-                    success.attempt,
+                    str(Outcome.SUCCEEDED),
+                    s.task_id(late.task_id),
+                    late.attempt,
                     worker,
                 ],
             )
-            ours = cursor.rowcount == 1
-            params = [stamp, str(Outcome.SUCCEEDED), task_id, success.attempt]
-            if ours:
-                cursor.execute(s.finish_attempt, params)
-            else:
-                cursor.execute(s.finish_orphan, [*params, worker])
-            done.append(ours)
-    return done
+    return ours

@@ -981,3 +981,69 @@ def retry_again() -> TaskRecord:
     taken = store.take_ring(task.id, ring_timeout=RING)
     assert taken is not None
     return taken
+
+
+# Batches: several attempts in one statement ------------------------------------
+
+
+def test_claim_many_decides_each_request_on_its_own() -> None:
+    fresh, later, other = new_task(), new_task(), new_task(max_attempts=2)
+    missing = uuid.uuid4()
+    requests = [
+        store.ClaimRequest(fresh.id, 1, DEFAULT_MAX),
+        store.ClaimRequest(fresh.id, 1, DEFAULT_MAX),  # a duplicate ring
+        store.ClaimRequest(later.id, 2, DEFAULT_MAX),  # not due: it is at 0
+        store.ClaimRequest(missing, 1, DEFAULT_MAX),
+        store.ClaimRequest(other.id, 1, DEFAULT_MAX),
+    ]
+    won, duplicate, early, unknown, capped = store.claim_many(
+        requests, worker=WORKER, lease_seconds=LEASE
+    )
+    assert (won.id, won.attempt, won.max_attempts) == (fresh.id, 1, DEFAULT_MAX)
+    assert won.status == Status.RUNNING and won.lease_owner == WORKER
+    assert won.payload == {"image": 7} and won.started_at is not None
+    assert duplicate is None and early is None
+    assert isinstance(unknown, TaskNotFound) and str(missing) in str(unknown)
+    assert capped.max_attempts == 2  # the task's own cap, not the default
+    assert row(later.id)["status"] == Status.QUEUED
+    assert sorted(
+        AttemptRecord.objects.values_list("task_id", "number", "worker")
+    ) == sorted([(fresh.id, 1, WORKER), (other.id, 1, WORKER)])
+    # What claim_many returned is what the ORM reads.
+    assert row(fresh.id) == {
+        f.attname: getattr(won, f.attname) for f in TaskRecord._meta.concrete_fields
+    }
+
+
+def test_succeed_many_records_ours_and_closes_late_attempts() -> None:
+    mine, lost = new_task(), new_task()
+    for task in (mine, lost):
+        store.claim(
+            task.id, 1, worker=WORKER, lease_seconds=LEASE, default_max_attempts=3
+        )
+    store.cancel(lost.id)  # its outcome can no longer count
+    done = store.succeed_many(
+        [
+            (store.Success(mine.id, 1, {"url": "/7.png"}), None),
+            (store.Success(lost.id, 1, "late"), None),
+        ],
+        worker=WORKER,
+    )
+    assert done[0] is not None and done[0].result == {"url": "/7.png"}
+    assert done[0].status == Status.SUCCEEDED
+    assert done[1] is None
+    assert row(lost.id)["status"] == Status.CANCELLED
+    assert row(lost.id)["result"] is None
+    outcomes = dict(AttemptRecord.objects.values_list("task_id", "outcome"))
+    # The late attempt is closed with what it did, but changed nothing else.
+    assert outcomes == {mine.id: "succeeded", lost.id: "succeeded"}
+    assert AttemptRecord.objects.filter(finished_at=None).count() == 0
+
+
+def test_a_batch_of_successes_without_results_stores_null() -> None:
+    task = new_task()
+    store.claim(task.id, 1, worker=WORKER, lease_seconds=LEASE, default_max_attempts=3)
+    [done] = store.succeed_many(
+        [(store.Success(task.id, 1, None), None)], worker=WORKER
+    )
+    assert done is not None and row(task.id)["result"] is None
