@@ -316,6 +316,10 @@ def drive(
     return answer
 
 
+#: runworker's own default (the WORKER_CONCURRENCY setting's default).
+DEFAULT_CONCURRENCY = 32
+
+
 def start_workers(
     bench: Bench,
     env: dict[str, str],
@@ -363,7 +367,10 @@ def common_args(
         "--no-sqlite", action="store_true", help="skip SQLite (with --postgres)"
     )
     parser.add_argument(
-        "--concurrency", type=int, default=4, help="runworker --concurrency (default 4)"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="runworker --concurrency (default %(default)s, the project's default)",
     )
     parser.add_argument(
         "--capacity",

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import Bench, Series, drive, print_table, start_workers, stopping
+from bench.common import (
+    DEFAULT_CONCURRENCY,
+    Bench,
+    Series,
+    drive,
+    print_table,
+    start_workers,
+    stopping,
+)
 
 
 def main() -> None:
@@ -26,7 +34,7 @@ def main() -> None:
     parser.add_argument("--rss-at", default="1000,100000")
     parser.add_argument("--runs", type=int, default=3, help="chunks timed per level")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--postgres", metavar="URL")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--capacity", type=int, default=100_000)
