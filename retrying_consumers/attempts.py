@@ -283,9 +283,8 @@ async def _record_failure(
         decision = Decision(Action.GIVE_UP, None, str(error))
     else:
         decision = decide(consumer, task, error, task_policy(policy, task))
-    done = await store.afail(
-        task.id, task.attempt, worker=worker_id(), failure=failure, decision=decision
-    )
+    item = store.FailedAttempt(task.id, task.attempt, failure, decision)
+    done = await _failures(worker_id())(item)
     if done is None:
         _not_recorded("failure", task)
         return
@@ -320,6 +319,17 @@ def _successes(worker: str) -> GroupCommit[tuple[Success, TaskRecord], Any]:
 
     return group_commit(
         ("succeed", worker), lambda: GroupCommit(database_sync_to_async(succeed_many))
+    )
+
+
+def _failures(worker: str) -> GroupCommit[store.FailedAttempt, Any]:
+    """This loop's batcher of failure records."""
+
+    def fail_many(items: list[store.FailedAttempt]) -> list[Any]:
+        return store.fail_many(items, worker=worker)
+
+    return group_commit(
+        ("fail", worker), lambda: GroupCommit(database_sync_to_async(fail_many))
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from .batching import GroupCommit, group_commit
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.doorbell")
@@ -40,8 +41,29 @@ def ring_message(task: TaskRecord) -> dict[str, Any]:
 
 
 async def aring(task: TaskRecord) -> bool:
-    """Send the ring; False (and a log line) if the channel layer refused it."""
-    return await _send_rings(task.channel, [ring_message(task)])
+    """Send the ring; False (and a log line) if the channel layer refused it.
+
+    Rings sent at the same moment from one event loop travel together, one
+    message per channel (see :mod:`retrying_consumers.batching`).
+    """
+    return await group_commit("rings", lambda: GroupCommit(_send_ring_batch))(task)
+
+
+async def _send_ring_batch(tasks: list[TaskRecord]) -> list[bool | Exception]:
+    by_channel: dict[str, list[int]] = {}
+    for n, task in enumerate(tasks):
+        by_channel.setdefault(task.channel, []).append(n)
+    sent: list[bool | Exception] = [False] * len(tasks)
+
+    async def send(channel: str, members: list[int]) -> None:
+        for start in range(0, len(members), MAX_RINGS_PER_MESSAGE):
+            chunk = members[start : start + MAX_RINGS_PER_MESSAGE]
+            ok = await _send_rings(channel, [ring_message(tasks[n]) for n in chunk])
+            for n in chunk:
+                sent[n] = ok
+
+    await asyncio.gather(*(send(c, m) for c, m in by_channel.items()))
+    return sent
 
 
 def rings_in(message: dict[str, Any]) -> list[Any]:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
+from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from . import store
+from .batching import GroupCommit, group_commit
 from .conf import library_settings
 from .doorbell import aring
 from .models import TaskRecord
@@ -44,9 +47,7 @@ def _start(loop: asyncio.AbstractEventLoop, task_id: uuid.UUID) -> None:
 async def aring_if_due(task_id: uuid.UUID) -> bool:
     """Take the ring of one due task and send it; False if someone else did."""
     try:
-        task = await store.atake_ring(
-            task_id, ring_timeout=library_settings().ring_timeout
-        )
+        task = await _ring_takers(library_settings().ring_timeout)(task_id)
     except Exception:
         logger.exception("could not take the ring of task_id=%s; will retry", task_id)
         return False
@@ -56,12 +57,20 @@ async def aring_if_due(task_id: uuid.UUID) -> bool:
     return True
 
 
+def _ring_takers(ring_timeout: float) -> GroupCommit[uuid.UUID, TaskRecord | None]:
+    """This loop's batcher of ring takings: due tasks share one UPDATE."""
+
+    def take_rings(task_ids: list[uuid.UUID]) -> list[Any]:
+        return store.take_rings(task_ids, ring_timeout=ring_timeout)
+
+    return group_commit(
+        ("take_ring", ring_timeout),
+        lambda: GroupCommit(database_sync_to_async(take_rings)),
+    )
+
+
 async def aring_due(limit: int = 100) -> int:
     """Ring every due task (up to ``limit``); return how many this call rang."""
-    from channels.db import database_sync_to_async
-
     ids = await database_sync_to_async(store.due_task_ids)(limit)
-    rung = 0
-    for task_id in ids:
-        rung += await aring_if_due(task_id)
-    return rung
+    rung = await asyncio.gather(*(aring_if_due(task_id) for task_id in ids))
+    return sum(rung)

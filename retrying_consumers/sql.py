@@ -114,6 +114,33 @@ class _Statements:
             f"AND {tc('attempt')} = v.column2 AND {tc('lease_owner')} = %s "
             f"RETURNING {tc('id')}"
         )
+        self.fail = (
+            f"UPDATE {task} SET {tc('status')} = %s, {tc('due_at')} = %s, "
+            f"{tc('finished_at')} = %s, {tc('updated_at')} = %s, "
+            f"{tc('lease_owner')} = '', {tc('lease_expires_at')} = NULL, "
+            f"{tc('error_class')} = %s, {tc('error_message')} = %s, "
+            f"{tc('reason')} = %s "
+            f"WHERE {tc('id')} = %s AND {tc('status')} = %s AND {tc('attempt')} = %s "
+        )
+        self.fail_ours = f"AND {tc('lease_owner')} = %s RETURNING {columns}"
+        self.fail_expired = f"AND {tc('lease_expires_at')} <= %s RETURNING {columns}"
+        self.close_attempt = (
+            f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s, "
+            f"{ac('error_class')} = %s, {ac('error_message')} = %s, "
+            f"{ac('traceback')} = %s, {ac('decision')} = %s, "
+            f"{ac('next_attempt_at')} = %s "
+            f"WHERE {ac('task')} = %s AND {ac('number')} = %s"
+        )
+        self.close_orphan = (
+            f"{self.close_attempt} AND {ac('worker')} = %s "
+            f"AND {ac('finished_at')} IS NULL"
+        )
+        self.take_rings = (
+            f"UPDATE {task} SET {tc('status')} = %s, {tc('due_at')} = %s, "
+            f"{tc('updated_at')} = %s WHERE {tc('status')} IN (%s, %s) "
+            f"AND {tc('due_at')} <= %s AND {tc('id')} IN "
+        )
+        self.take_rings_tail = f" RETURNING {columns}"
         self.finish_head = (
             f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s "
             "FROM (VALUES "
@@ -323,3 +350,105 @@ def succeed_rows(
                 ],
             )
     return ours
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, as its attempt record keeps it."""
+
+    outcome: str
+    error_class: str
+    error_message: str
+    traceback: str
+    decision: str
+    next_attempt_at: datetime | None
+
+
+def fail_row(
+    task_id: uuid.UUID,
+    attempt: int,
+    *,
+    worker: str | None,
+    status: str,
+    due_at: datetime | None,
+    finished_at: datetime | None,
+    reason: str,
+    end: AttemptEnd,
+    now: datetime,
+    using: str = DEFAULT_DB_ALIAS,
+) -> TaskRecord | None:
+    """Record a failed attempt: the task as it is now, or None if not ours.
+
+    ``worker=None`` matches any lease owner whose lease has expired (a lost
+    worker). A late failure of ``worker`` still closes its own attempt record,
+    without a decision. Run inside a transaction.
+    """
+    s = _statements(connections[using])
+    stamp = s.when(now)
+    params = [
+        status,
+        None if due_at is None else s.when(due_at),
+        None if finished_at is None else s.when(finished_at),
+        stamp,
+        end.error_class,
+        end.error_message,
+        reason,
+        s.task_id(task_id),
+        str(Status.RUNNING),
+        attempt,
+    ]
+    tail = s.fail_expired if worker is None else s.fail_ours
+    with s.connection.cursor() as cursor:
+        cursor.execute(s.fail + tail, [*params, stamp if worker is None else worker])
+        row = cursor.fetchone()
+        ended = [
+            stamp,
+            end.outcome,
+            end.error_class,
+            end.error_message,
+            end.traceback,
+            end.decision if row else "",
+            None
+            if row is None or end.next_attempt_at is None
+            else s.when(end.next_attempt_at),
+            s.task_id(task_id),
+            attempt,
+        ]
+        if row is not None:
+            cursor.execute(s.close_attempt, ended)
+            return s.task_from_row(row)
+        if worker is not None:
+            cursor.execute(s.close_orphan, [*ended, worker])
+    return None
+
+
+def take_rings(
+    task_ids: Sequence[uuid.UUID],
+    *,
+    ring_timeout: float,
+    now: datetime,
+    using: str = DEFAULT_DB_ALIAS,
+) -> dict[uuid.UUID, TaskRecord]:
+    """Take the rings of the due tasks among ``task_ids``, in one UPDATE.
+
+    Each becomes (or stays) queued with its ``due_at`` moved on by
+    ``ring_timeout``. Returns the tasks taken, by id. Run inside a transaction.
+    """
+    if not task_ids:
+        return {}
+    s = _statements(connections[using])
+    stamp = s.when(now)
+    marks = ", ".join(["%s"] * len(task_ids))
+    params = [
+        str(Status.QUEUED),
+        s.when(now + timedelta(seconds=ring_timeout)),
+        stamp,
+        str(Status.QUEUED),
+        str(Status.RETRYING),
+        stamp,
+        *(s.task_id(i) for i in task_ids),
+    ]
+    with s.connection.cursor() as cursor:
+        cursor.execute(f"{s.take_rings}({marks}){s.take_rings_tail}", params)
+        tasks = [s.task_from_row(row) for row in cursor.fetchall()]
+    return {task.id: task for task in tasks}

@@ -216,6 +216,16 @@ def succeed_many(
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """A failed attempt to record: what went wrong and what follows."""
+
+    task_id: uuid.UUID
+    attempt: int
+    failure: Failure
+    decision: Decision
+
+
 def fail(
     task_id: uuid.UUID | str,
     attempt: int,
@@ -229,53 +239,51 @@ def fail(
     ``worker=None`` is the scheduler recording a lost worker: it matches any
     lease owner, but only while the task is still running that attempt.
     """
+    item = FailedAttempt(_uuid(task_id), attempt, failure, decision)
+    [done] = fail_many([item], worker=worker)
+    return done
+
+
+def fail_many(
+    items: Sequence[FailedAttempt], *, worker: str | None
+) -> list[TaskRecord | None]:
+    """:func:`fail` for several attempts in one transaction, in order."""
     now = timezone.now()
-    next_at = decision.next_attempt_at(now)
-    if decision.action is Action.RETRY and next_at is None:
-        next_at = now  # a retry must be due some time, or it is never rung
     limit = library_settings().traceback_limit
-    attempt_fields = {
-        "outcome": failure.outcome,
-        "error_class": failure.error_class,
-        "error_message": failure.error_message,
-        "traceback": failure.traceback[-limit:],
-        "decision": decision.action.value,
-        "next_attempt_at": next_at,
-    }
-    status = {
-        Action.RETRY: Status.RETRYING,
-        Action.GIVE_UP: Status.DEAD,
-        Action.DISCARD: Status.CANCELLED,
-    }[decision.action]
-    rows = (
-        _ours(task_id, attempt, worker)
-        if worker is not None
-        else TaskRecord.objects.filter(
-            pk=_uuid(task_id),
-            status=Status.RUNNING,
-            attempt=attempt,
-            lease_expires_at__lte=now,
-        )
-    )
+    done: list[TaskRecord | None] = []
     with transaction.atomic():
-        done = rows.update(
-            status=status,
-            due_at=next_at,
-            finished_at=None if status == Status.RETRYING else now,
-            updated_at=now,
-            lease_owner="",
-            lease_expires_at=None,
-            error_class=failure.error_class,
-            error_message=failure.error_message,
-            reason=decision.reason,
-        )
-        if not done:
-            if worker is not None:
-                attempt_fields.update(decision="", next_attempt_at=None)
-                _finish_orphan(task_id, attempt, worker, now, **attempt_fields)
-            return None
-        _finish_attempt(task_id, attempt, now, **attempt_fields)
-    return TaskRecord.objects.get(pk=_uuid(task_id))
+        for item in items:
+            decision, failure = item.decision, item.failure
+            next_at = decision.next_attempt_at(now)
+            if decision.action is Action.RETRY and next_at is None:
+                next_at = now  # a retry must be due some time, or it is never rung
+            status = {
+                Action.RETRY: Status.RETRYING,
+                Action.GIVE_UP: Status.DEAD,
+                Action.DISCARD: Status.CANCELLED,
+            }[decision.action]
+            end = sql.AttemptEnd(
+                outcome=failure.outcome,
+                error_class=failure.error_class,
+                error_message=failure.error_message,
+                traceback=failure.traceback[-limit:],
+                decision=decision.action.value,
+                next_attempt_at=next_at,
+            )
+            done.append(
+                sql.fail_row(
+                    item.task_id,
+                    item.attempt,
+                    worker=worker,
+                    status=str(status),
+                    due_at=next_at,
+                    finished_at=None if status == Status.RETRYING else now,
+                    reason=decision.reason,
+                    end=end,
+                    now=now,
+                )
+            )
+    return done
 
 
 def interrupt(
@@ -327,15 +335,17 @@ def take_ring(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord | 
     A retrying task becomes queued; either way its ``due_at`` moves on by
     ``ring_timeout``, so that if the message is lost the task is rung again.
     """
-    now = timezone.now()
-    taken = TaskRecord.objects.filter(
-        pk=_uuid(task_id), status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=now
-    ).update(
-        status=Status.QUEUED,
-        due_at=now + timedelta(seconds=ring_timeout),
-        updated_at=now,
-    )
-    return TaskRecord.objects.get(pk=_uuid(task_id)) if taken else None
+    [task] = take_rings([_uuid(task_id)], ring_timeout=ring_timeout)
+    return task
+
+
+def take_rings(
+    task_ids: Sequence[uuid.UUID], *, ring_timeout: float
+) -> list[TaskRecord | None]:
+    """:func:`take_ring` for several tasks in one UPDATE, in order."""
+    with transaction.atomic():
+        taken = sql.take_rings(task_ids, ring_timeout=ring_timeout, now=timezone.now())
+    return [taken.pop(task_id, None) for task_id in task_ids]
 
 
 def save_progress(
@@ -453,15 +463,6 @@ def _finish_attempt(
     )
 
 
-def _finish_orphan(
-    task_id: uuid.UUID | str, number: int, worker: str, now: datetime, **fields: Any
-) -> None:
-    """Close the attempt record of an outcome that came too late to count."""
-    AttemptRecord.objects.filter(
-        task_id=_uuid(task_id), number=number, worker=worker, finished_at=None
-    ).update(finished_at=now, **fields)
-
-
 def _in_own_thread(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` for a pool thread: with fresh database connections, closed after.
 
@@ -501,7 +502,6 @@ aextend_lease = sync_to_async(_in_own_thread(extend_lease), thread_sensitive=Fal
 asucceed = database_sync_to_async(succeed)
 afail = database_sync_to_async(fail)
 ainterrupt = database_sync_to_async(interrupt)
-atake_ring = database_sync_to_async(take_ring)
 asave_progress = database_sync_to_async(save_progress)
 aretry_now = database_sync_to_async(retry_now)
 acancel = database_sync_to_async(cancel)
