@@ -1,8 +1,9 @@
 """The dashboard's websocket, and the worker consumer it pings.
 
 Protocol (version 1) in docs/websocket-protocol.md. A user sees only their own
-tasks; staff see all. Updates arrive on channel-layer groups, are coalesced per
-task for ``FLUSH_INTERVAL`` and sent in batches, so a chatty task or many tasks
+tasks; staff see all. Updates arrive on channel-layer groups (through the
+process's hub, one group member per process: realtime/hub.py), are coalesced
+per task for ``FLUSH_INTERVAL`` and sent in batches, so a chatty task or many tasks
 at once cannot flood the browser; because groups may drop messages, every
 subscribe answers with a snapshot read from the store.
 """
@@ -19,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from realtime import queries
+from realtime.hub import hub_for
 from realtime.protocol import PROTOCOL_VERSION, ProtocolError, Request, parse_frame
 from retrying_consumers.conf import worker_id
 from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
@@ -58,8 +60,9 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         for job in (getattr(self, "flusher", None), getattr(self, "stats_loop", None)):
             if job is not None:
                 job.cancel()
+        hub = hub_for(self.channel_layer)
         for group in self._groups():
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await hub.leave(group, self)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
@@ -94,8 +97,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                     "forbidden", "Only staff may subscribe to all tasks.", request.id
                 )
             self.scopes.add(request.scope)
-            await self.channel_layer.group_add(
-                self._scope_group(request.scope), self.channel_name
+            await hub_for(self.channel_layer).join(
+                self._scope_group(request.scope), self
             )
             tasks = await database_sync_to_async(queries.snapshot)(
                 self.user, request.scope
@@ -109,7 +112,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         missing = [str(task_id) for task_id in request.tasks if task_id not in found]
         for task_id in found:
             self.task_ids.add(task_id)
-            await self.channel_layer.group_add(task_group(task_id), self.channel_name)
+            await hub_for(self.channel_layer).join(task_group(task_id), self)
         await self._send_snapshot(request, queries.task_events(found.values()))
         if missing:
             # The same answer for unknown ids and other people's tasks.
@@ -123,20 +126,18 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         """Leave the groups named; unknown ones are ignored."""
         if request.scope is not None and request.scope in self.scopes:
             self.scopes.discard(request.scope)
-            await self.channel_layer.group_discard(
-                self._scope_group(request.scope), self.channel_name
+            await hub_for(self.channel_layer).leave(
+                self._scope_group(request.scope), self
             )
         for task_id in request.tasks:
             if task_id in self.task_ids:
                 self.task_ids.discard(task_id)
-                await self.channel_layer.group_discard(
-                    task_group(task_id), self.channel_name
-                )
+                await hub_for(self.channel_layer).leave(task_group(task_id), self)
         await self.send_json({"type": "unsubscribed", "id": request.id})
 
     async def task_updates(self, event: dict[str, Any]) -> None:
-        """Called for each batch of task events from a group: queue them for the
-        next ``update`` frame."""
+        """Called by the process's hub for each batch of task events of a group
+        this socket watches: queue them for the next ``update`` frame."""
         tasks = event.get("tasks")
         wanted = [
             task

@@ -1,9 +1,9 @@
 """Live task events on channel-layer groups, for the page and other listeners.
 
 Each change of a task goes to the task's own group, to its owner's group and to
-the group of all tasks, as ``{"type": "task.updates", "tasks": [{...}, ...]}``:
-the events published within ``LINGER`` in one process travel together, one
-message per group, with only the latest event of each task (see
+the group of all tasks, as ``{"type": "task.updates", "group": name, "tasks":
+[...]}``: the events published within ``LINGER`` in one process travel
+together, one message per group, with only the latest event of each task (see
 :mod:`retrying_consumers.batching`). With channels-redis, groups that nobody
 has joined are skipped after one pipelined look at their sizes, so a busy worker
 with no one watching sends almost nothing.
@@ -95,7 +95,12 @@ async def _send_events(
     results = await asyncio.gather(
         *(
             layer.group_send(
-                group, {"type": EVENT_TYPE, "tasks": list(by_group[group].values())}
+                group,
+                {
+                    "type": EVENT_TYPE,
+                    "group": group,
+                    "tasks": list(by_group[group].values()),
+                },
             )
             for group in groups
         ),
