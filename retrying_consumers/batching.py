@@ -28,9 +28,10 @@ class GroupCommit[T, R]:
     """Run ``run_many`` (items -> a result or exception each) in batches.
 
     ``orphaned(pairs)`` gets the (item, result) pairs whose caller was cancelled
-    while it waited: a claim nobody will run must be handed back. ``linger``
-    seconds (default none) are waited before a batch leaves, for calls that can
-    afford it to travel in bigger batches.
+    while it waited: a claim nobody will run must be handed back. In a burst
+    (the previous batch left less than ``linger`` seconds ago), a batch waits
+    ``linger`` seconds before it leaves, so that calls that can afford it travel
+    in bigger batches; a lone call never waits.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class GroupCommit[T, R]:
         self.run_many = run_many
         self.orphaned = orphaned
         self.linger = linger
+        self.last_left = -float("inf")
         self.pending: list[tuple[T, asyncio.Future[R]]] = []
         self.flusher: asyncio.Task[None] | None = None
 
@@ -63,11 +65,13 @@ class GroupCommit[T, R]:
 
     async def _flush(self) -> None:
         try:
-            if self.linger:
+            loop = asyncio.get_running_loop()
+            if self.linger and loop.time() - self.last_left < self.linger:
                 await asyncio.sleep(self.linger)
             while self.pending:
                 batch = self.pending[:MAX_BATCH]
                 del self.pending[:MAX_BATCH]
+                self.last_left = loop.time()
                 await self._run(batch)
         finally:
             self.flusher = None

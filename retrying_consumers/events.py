@@ -2,9 +2,9 @@
 
 Each change of a task goes to the task's own group, to its owner's group and to
 the group of all tasks, as ``{"type": "task.updates", "group": name, "tasks":
-[...]}``: the events published within ``LINGER`` in one process travel
-together, one message per group, with only the latest event of each task (see
-:mod:`retrying_consumers.batching`). With channels-redis, groups that nobody
+[...]}``: the events published together in one process (in a burst, within
+``LINGER``) travel together, one message per group, with only the latest event
+of each task (see :mod:`retrying_consumers.batching`). With channels-redis, groups that nobody
 has joined are skipped after one pipelined look at their sizes, so a busy worker
 with no one watching sends almost nothing.
 
@@ -29,8 +29,9 @@ logger = logging.getLogger("retrying_consumers.events")
 ALL_TASKS_GROUP = "rc-tasks-all"
 #: The ``type`` of the group messages: a handler ``task_updates`` receives them.
 EVENT_TYPE = "task.updates"
-#: Seconds an event waits for others to travel with it. Browsers see updates
-#: at most every 0.1 s anyway; a busy worker sends one batch per few tasks.
+#: Seconds an event waits for others to travel with it when events come in a
+#: burst (a lone event leaves at once). Browsers see updates at most every
+#: 0.1 s anyway; a busy worker sends one batch per few tasks.
 LINGER = 0.005
 
 

@@ -81,14 +81,21 @@ async def test_batches_hold_at_most_max_batch_items(
     assert run.batches == [["a", "b"], ["c", "d"], ["e"]]
 
 
-async def test_linger_gathers_calls_spread_over_time() -> None:
+async def test_in_a_burst_linger_gathers_calls_spread_over_time() -> None:
     run = Recorder()
     commit = batching.GroupCommit(run, linger=0.05)
-    first = asyncio.create_task(commit("a"))
+    assert await commit("lone") == "LONE"  # nothing before it: no wait
+    first = asyncio.create_task(commit("a"))  # right after a batch: a burst
     await asyncio.sleep(0.01)
     second = asyncio.create_task(commit("b"))
     assert (await first, await second) == ("A", "B")
-    assert run.batches == [["a", "b"]]
+    assert run.batches == [["lone"], ["a", "b"]]
+
+
+async def test_a_lone_call_does_not_linger() -> None:
+    run = Recorder()
+    commit = batching.GroupCommit(run, linger=5)
+    assert await asyncio.wait_for(commit("a"), 1) == "A"
 
 
 async def test_wait_returns_when_submitted_batches_have_run() -> None:

@@ -121,7 +121,7 @@ async def test_publish_returns_at_once_and_flush_waits_for_the_send() -> None:
     task = await make_task()
     watcher = await listen(events.ALL_TASKS_GROUP)
     future = events.publish(task)
-    assert not future.done()  # it lingers for others to join it
+    assert not future.done()  # sent from the next turn of the loop
     await events.flush()
     assert future.done()
     assert (await receive(watcher))["tasks"][0]["id"] == str(task.id)
