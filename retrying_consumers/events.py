@@ -4,9 +4,9 @@ Each change of a task goes to the task's own group, to its owner's group and to
 the group of all tasks, as ``{"type": "task.updates", "group": name, "tasks":
 [...]}``: the events published together in one process (in a burst, within
 ``LINGER``) travel together, one message per group, with only the latest event
-of each task (see :mod:`retrying_consumers.batching`). With channels-redis, groups that nobody
-has joined are skipped after one pipelined look at their sizes, so a busy worker
-with no one watching sends almost nothing.
+of each task (see :mod:`retrying_consumers.batching`). With channels-redis,
+groups that nobody has joined are skipped after one pipelined look at their
+sizes, so a busy worker with no one watching sends almost nothing.
 
 Delivery is best effort (``group_send`` may drop); the store keeps the truth, so
 a listener that subscribes or reconnects reads a snapshot from it.
