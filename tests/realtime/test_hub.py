@@ -57,13 +57,19 @@ async def test_many_sockets_on_one_task_make_one_group_member(redis_client) -> N
     assert members(redis_client, events.task_group(task.id)) == 0
 
 
-async def test_events_go_only_to_the_listeners_of_their_group() -> None:
+async def two_ears_one_event(event: dict[str, Any]) -> tuple[Ear, Ear]:
+    """Ears on two groups, and ``event`` sent to the first group."""
     hub = hub_for(get_channel_layer())
     one, other = Ear(), Ear()
     await hub.join("rc-test-one", one)
     await hub.join("rc-test-other", other)
-    await get_channel_layer().group_send(
-        "rc-test-one", {"type": "task.updates", "group": "rc-test-one", "tasks": []}
+    await get_channel_layer().group_send("rc-test-one", event)
+    return one, other
+
+
+async def test_events_go_only_to_the_listeners_of_their_group() -> None:
+    one, other = await two_ears_one_event(
+        {"type": "task.updates", "group": "rc-test-one", "tasks": []}
     )
     await asyncio.wait_for(one.arrived.wait(), 3)
     await asyncio.sleep(0.05)
@@ -71,13 +77,7 @@ async def test_events_go_only_to_the_listeners_of_their_group() -> None:
 
 
 async def test_a_message_naming_no_group_goes_to_every_listener() -> None:
-    hub = hub_for(get_channel_layer())
-    one, other = Ear(), Ear()
-    await hub.join("rc-test-one", one)
-    await hub.join("rc-test-other", other)
-    await get_channel_layer().group_send(
-        "rc-test-one", {"type": "task.updates", "tasks": []}
-    )
+    one, other = await two_ears_one_event({"type": "task.updates", "tasks": []})
     await asyncio.wait_for(other.arrived.wait(), 3)
     assert len(one.heard) == 1 and len(other.heard) == 1
 
