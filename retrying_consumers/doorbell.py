@@ -29,9 +29,9 @@ SYNC_RING_TIMEOUT = 10.0
 RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
-#: A ring handed over within BURST seconds of the channel's last send waits
-#: RING_LINGER seconds for others to join it; a lone ring leaves at once.
-BURST = 0.005
+#: Seconds a synchronous ring waits for others to join its message, when rings
+#: come in a burst (the last batch left less than this ago); a lone ring leaves
+#: at once.
 RING_LINGER = 0.005
 
 
@@ -49,7 +49,9 @@ async def aring(task: TaskRecord) -> bool:
     return await group_commit("rings", lambda: GroupCommit(_send_ring_batch))(task)
 
 
-async def _send_ring_batch(tasks: list[TaskRecord]) -> list[bool | Exception]:
+async def _send_ring_batch(
+    tasks: list[TaskRecord], timeout: float | None = None
+) -> list[bool | Exception]:
     by_channel: dict[str, list[int]] = {}
     for n, task in enumerate(tasks):
         by_channel.setdefault(task.channel, []).append(n)
@@ -58,12 +60,24 @@ async def _send_ring_batch(tasks: list[TaskRecord]) -> list[bool | Exception]:
     async def send(channel: str, members: list[int]) -> None:
         for start in range(0, len(members), MAX_RINGS_PER_MESSAGE):
             chunk = members[start : start + MAX_RINGS_PER_MESSAGE]
-            ok = await _send_rings(channel, [ring_message(tasks[n]) for n in chunk])
+            rings = [ring_message(tasks[n]) for n in chunk]
+            ok = await _send_rings(channel, rings, timeout)
             for n in chunk:
                 sent[n] = ok
 
     await asyncio.gather(*(send(c, m) for c, m in by_channel.items()))
     return sent
+
+
+async def _send_sync_rings(tasks: list[TaskRecord]) -> list[bool | Exception]:
+    return await _send_ring_batch(tasks, SYNC_RING_TIMEOUT)
+
+
+def _sync_rings() -> GroupCommit[TaskRecord, bool]:
+    """The ring loop's batcher: in a burst, rings wait ``RING_LINGER`` to join."""
+    return group_commit(
+        "sync rings", lambda: GroupCommit(_send_sync_rings, linger=RING_LINGER)
+    )
 
 
 def rings_in(message: dict[str, Any]) -> list[Any]:
@@ -83,13 +97,13 @@ def ring(task: TaskRecord) -> None:
 
     The ring is handed to this process's ring loop, which sends the rings
     handed to it meanwhile as one message per channel (up to
-    ``MAX_RINGS_PER_MESSAGE``): a burst of ``enqueue`` calls costs one channel
-    send per batch, not per task. A ring that fails or takes longer than
-    ``SYNC_RING_TIMEOUT`` is logged; the task stays queued and the scheduler
-    rings it again. Rings not yet sent when the process exits are sent at exit
-    (see :func:`flush`).
+    ``MAX_RINGS_PER_MESSAGE``; in a burst they wait ``RING_LINGER`` for more):
+    a burst of ``enqueue`` calls costs one channel send per batch, not per
+    task. A ring that fails or takes longer than ``SYNC_RING_TIMEOUT`` is
+    logged; the task stays queued and the scheduler rings it again. Rings not
+    yet sent when the process exits are sent at exit (see :func:`flush`).
     """
-    _ring_sender().put(task.channel, ring_message(task))
+    _ring_loop().call_soon_threadsafe(lambda: _sync_rings().submit(task))
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -98,61 +112,19 @@ def flush(timeout: float | None = None) -> bool:
     False if that took longer than ``timeout`` (default ``SYNC_RING_TIMEOUT``).
     Called at exit; tests and scripts may call it too.
     """
-    sender = _sender
-    if sender is None or sender.pid != os.getpid():
+    if _loop is None or _loop[0] != os.getpid():
         return True
-    future = asyncio.run_coroutine_threadsafe(sender.drain(), sender.loop)
+
+    async def drain() -> None:
+        await _sync_rings().wait()
+
+    future = asyncio.run_coroutine_threadsafe(drain(), _loop[1])
     try:
         future.result(timeout=SYNC_RING_TIMEOUT if timeout is None else timeout)
     except TimeoutError:
         future.cancel()
         return False
     return True
-
-
-class _RingSender:
-    """Sends the rings of synchronous code from one private event loop.
-
-    ``async_to_sync`` would make a new loop, and with it a new Redis connection
-    pool, for every ring; this loop lives as long as the process.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.pending: dict[str, list[dict[str, Any]]] = {}
-        self.senders: dict[str, asyncio.Task[None]] = {}
-        self.last_sent: dict[str, float] = {}
-        threading.Thread(
-            target=self.loop.run_forever, name="retrying-consumers-ring", daemon=True
-        ).start()
-
-    def put(self, channel: str, message: dict[str, Any]) -> None:
-        self.loop.call_soon_threadsafe(self._add, channel, message)
-
-    def _add(self, channel: str, message: dict[str, Any]) -> None:
-        self.pending.setdefault(channel, []).append(message)
-        if channel not in self.senders:
-            self.senders[channel] = self.loop.create_task(self._send(channel))
-
-    async def _send(self, channel: str) -> None:
-        try:
-            while rings := self.pending.get(channel):
-                if self.loop.time() - self.last_sent.get(channel, -1e9) < BURST:
-                    # In a burst: let a few more rings join this message.
-                    await asyncio.sleep(RING_LINGER)
-                batch = rings[:MAX_RINGS_PER_MESSAGE]
-                del rings[:MAX_RINGS_PER_MESSAGE]
-                await _send_rings(channel, batch, SYNC_RING_TIMEOUT)
-                self.last_sent[channel] = self.loop.time()
-        finally:
-            del self.senders[channel]
-            if not self.pending.get(channel):
-                self.pending.pop(channel, None)
-
-    async def drain(self) -> None:
-        while self.senders:
-            await asyncio.gather(*self.senders.values(), return_exceptions=True)
 
 
 async def _send_rings(
@@ -182,17 +154,23 @@ async def _send_rings(
     return True
 
 
-_sender_lock = threading.Lock()
-_sender: _RingSender | None = None
+_loop_lock = threading.Lock()
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
 
 
-def _ring_sender() -> _RingSender:
-    """The ring sender of this process (a forked child starts its own)."""
-    global _sender
-    with _sender_lock:
-        if _sender is None or _sender.pid != os.getpid():
-            _sender = _RingSender()
-        return _sender
+def _ring_loop() -> asyncio.AbstractEventLoop:
+    """The private, long-lived loop of this process (a forked child starts its
+    own): ``async_to_sync`` would make a new loop, and with it a new Redis
+    connection pool, for every ring."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=loop.run_forever, name="retrying-consumers-ring", daemon=True
+            ).start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]
 
 
 atexit.register(flush)

@@ -29,8 +29,8 @@ def test_sync_rings_share_one_loop_and_reach_the_channel(redis_client: Any) -> N
     task = queued_task()
     doorbell.ring(task)
     doorbell.ring(task)
-    sender = doorbell._ring_sender()
-    assert sender is doorbell._ring_sender() and sender.loop.is_running()
+    loop = doorbell._ring_loop()
+    assert loop is doorbell._ring_loop() and loop.is_running()
     assert doorbell.flush()
     layer = get_channel_layer()
     sent = [layer.deserialize(raw) for raw in redis_client.zrange(b"asgic", 0, -1)]
