@@ -140,18 +140,19 @@ def test_rings_waiting_to_be_sent_go_out_together_in_order(
 ) -> None:
     layer = get_channel_layer()
     send = layer.send
-    first_sent = threading.Event()
+    first_sent, go_on = threading.Event(), threading.Event()
 
     async def slow_send(channel: str, message: dict[str, Any]) -> None:
         await send(channel, message)
         if not first_sent.is_set():
             first_sent.set()
-            await asyncio.sleep(0.3)  # the next rings pile up meanwhile
+            await asyncio.to_thread(go_on.wait, 5)  # the next rings pile up
 
     monkeypatch.setattr(layer, "send", slow_send)
     first = enqueue(CHANNEL, TYPE)
     assert first_sent.wait(5)
     rest = [enqueue(CHANNEL, TYPE, {"n": n}) for n in range(5)]
+    go_on.set()
     assert messages(redis_client) == [
         ring_of(first),
         {

@@ -65,6 +65,9 @@ async def test_a_timer_for_a_task_taken_meanwhile_rings_nothing(
     task = await database_sync_to_async(retrying_task)(0.02)
     await database_sync_to_async(store.cancel)(task.id)
     scheduling.schedule_ring(task)
-    await asyncio.sleep(0.1)
-    held = redis_client.zcard(get_channel_layer().prefix + CHANNEL)
-    assert held == 0
+    # A live task due after it: its ring can only come after the other's.
+    sentinel = await database_sync_to_async(retrying_task)(0.06)
+    scheduling.schedule_ring(sentinel)
+    rings = await rings_received(1)
+    assert [r["task_id"] for r in rings] == [str(sentinel.id)]
+    assert redis_client.zcard(get_channel_layer().prefix + CHANNEL) == 0
