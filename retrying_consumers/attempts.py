@@ -14,13 +14,14 @@ import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 
 from . import signals, store
-from .batching import GroupCommit, group_commit
+from .batching import GroupCommit, in_database
 from .conf import library_settings, worker_id
 from .events import apublish
 from .exceptions import AttemptTimedOut, InvalidPayload, TaskNotFound
@@ -294,43 +295,27 @@ async def _record_failure(
 def _claims(worker: str, lease_seconds: float) -> GroupCommit[ClaimRequest, Any]:
     """This loop's batcher of claims: concurrent claims share a transaction."""
 
-    def claim_many(requests: list[ClaimRequest]) -> list[Any]:
-        return store.claim_many(requests, worker=worker, lease_seconds=lease_seconds)
-
     def hand_back(orphans: list[tuple[ClaimRequest, TaskRecord | None]]) -> None:
         # Claimed for attempts that were cancelled before they could start.
         for _, task in orphans:
             if task is not None:
                 store.interrupt(task.id, task.attempt, worker=worker)
 
-    return group_commit(
+    return in_database(
         ("claim", worker, lease_seconds),
-        lambda: GroupCommit(
-            database_sync_to_async(claim_many), database_sync_to_async(hand_back)
-        ),
+        partial(store.claim_many, worker=worker, lease_seconds=lease_seconds),
+        hand_back,
     )
 
 
 def _successes(worker: str) -> GroupCommit[tuple[Success, TaskRecord], Any]:
     """This loop's batcher of success records."""
-
-    def succeed_many(items: list[tuple[Success, TaskRecord]]) -> list[Any]:
-        return store.succeed_many(items, worker=worker)
-
-    return group_commit(
-        ("succeed", worker), lambda: GroupCommit(database_sync_to_async(succeed_many))
-    )
+    return in_database(("succeed", worker), partial(store.succeed_many, worker=worker))
 
 
 def _failures(worker: str) -> GroupCommit[store.FailedAttempt, Any]:
     """This loop's batcher of failure records."""
-
-    def fail_many(items: list[store.FailedAttempt]) -> list[Any]:
-        return store.fail_many(items, worker=worker)
-
-    return group_commit(
-        ("fail", worker), lambda: GroupCommit(database_sync_to_async(fail_many))
-    )
+    return in_database(("fail", worker), partial(store.fail_many, worker=worker))
 
 
 def decide(

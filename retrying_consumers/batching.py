@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
+
+from channels.db import database_sync_to_async
 
 logger = logging.getLogger("retrying_consumers.batching")
 
@@ -36,7 +38,7 @@ class GroupCommit[T, R]:
 
     def __init__(
         self,
-        run_many: Callable[[list[T]], Awaitable[list[R | Exception]]],
+        run_many: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
         orphaned: Callable[[list[tuple[T, R]]], Awaitable[None]] | None = None,
         linger: float = 0.0,
     ) -> None:
@@ -122,3 +124,18 @@ def group_commit[T, R](
     if found is None:
         found = batchers[key] = make()
     return found
+
+
+def in_database[T, R](
+    key: Hashable,
+    run_many: Callable[[list[T]], Sequence[R | Exception]],
+    orphaned: Callable[[list[tuple[T, R]]], None] | None = None,
+) -> GroupCommit[T, R]:
+    """:func:`group_commit` of a store function run in Django's database thread."""
+    return group_commit(
+        key,
+        lambda: GroupCommit(
+            database_sync_to_async(run_many),
+            database_sync_to_async(orphaned) if orphaned is not None else None,
+        ),
+    )

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
+from functools import partial
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from . import store
-from .batching import GroupCommit, group_commit
+from .batching import GroupCommit, in_database
 from .conf import library_settings
 from .doorbell import aring
 from .models import TaskRecord
@@ -59,13 +59,9 @@ async def aring_if_due(task_id: uuid.UUID) -> bool:
 
 def _ring_takers(ring_timeout: float) -> GroupCommit[uuid.UUID, TaskRecord | None]:
     """This loop's batcher of ring takings: due tasks share one UPDATE."""
-
-    def take_rings(task_ids: list[uuid.UUID]) -> list[Any]:
-        return store.take_rings(task_ids, ring_timeout=ring_timeout)
-
-    return group_commit(
+    return in_database(
         ("take_ring", ring_timeout),
-        lambda: GroupCommit(database_sync_to_async(take_rings)),
+        partial(store.take_rings, ring_timeout=ring_timeout),
     )
 
 

@@ -1,15 +1,15 @@
-"""The statements every task runs, in SQL: the insert, the claim, the success.
+"""The statements every task runs, in SQL: insert, claim, outcome, ring taking.
 
 Django's ORM builds and compiles a ``filter(...).update(...)`` anew on each call:
 about 270 µs on SQLite, against 25 µs for the same statement in SQL, and a
-``get()`` costs more still. The insert runs once per task, and the claim and
-the success record once per attempt, so they are written here, with the same
-conditions as the ORM versions and ``UPDATE ... RETURNING`` in place of a second
-read. The SQL is what SQLite
-(3.35 and later; Django requires 3.37) and PostgreSQL both accept; values go
-through each field's own database preparation, and returned rows through the
-converters the ORM itself would apply, so a model built here is the model a
-query would have returned.
+``get()`` costs more still. The insert runs once per task, and the claim, the
+outcome and the taking of a retry's ring once per attempt, so they are written
+here, with the same conditions as the ORM versions, ``UPDATE ... RETURNING`` in
+place of a second read, and one ``UPDATE ... FROM (VALUES ...)`` per batch. The
+SQL is what SQLite (3.35 and later; Django requires 3.37) and PostgreSQL both
+accept; values go through each field's own database preparation, and returned
+rows through the converters the ORM itself would apply, so a model built here
+is the model a query would have returned.
 
 Every function runs in the caller's transaction and connection.
 """
@@ -147,14 +147,6 @@ class _Statements:
         )
         self.finish_tail = (
             f") AS v WHERE {ac('task')} = v.column1 AND {ac('number')} = v.column2"
-        )
-        self.finish_attempt = (
-            f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s "
-            f"WHERE {ac('task')} = %s AND {ac('number')} = %s"
-        )
-        self.finish_orphan = (
-            f"{self.finish_attempt} AND {ac('worker')} = %s "
-            f"AND {ac('finished_at')} IS NULL"
         )
         self.converters: list[tuple[Any, list[Callable[..., Any]]]] = []
         for field in self.fields:
@@ -339,15 +331,10 @@ def succeed_rows(
                 + [v for x in mine for v in (s.task_id(x.task_id), x.attempt)],
             )
         for late in (x for x, kept in zip(successes, ours, strict=True) if not kept):
+            closed = [stamp, str(Outcome.SUCCEEDED), "", "", "", "", None]
             cursor.execute(
-                s.finish_orphan,
-                [
-                    stamp,
-                    str(Outcome.SUCCEEDED),
-                    s.task_id(late.task_id),
-                    late.attempt,
-                    worker,
-                ],
+                s.close_orphan,
+                [*closed, s.task_id(late.task_id), late.attempt, worker],
             )
     return ours
 

@@ -216,6 +216,14 @@ def succeed_many(
     return done
 
 
+#: The status a task takes after a failed attempt, by the decision.
+STATUS_AFTER = {
+    Action.RETRY: Status.RETRYING,
+    Action.GIVE_UP: Status.DEAD,
+    Action.DISCARD: Status.CANCELLED,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class FailedAttempt:
     """A failed attempt to record: what went wrong and what follows."""
@@ -257,11 +265,7 @@ def fail_many(
             next_at = decision.next_attempt_at(now)
             if decision.action is Action.RETRY and next_at is None:
                 next_at = now  # a retry must be due some time, or it is never rung
-            status = {
-                Action.RETRY: Status.RETRYING,
-                Action.GIVE_UP: Status.DEAD,
-                Action.DISCARD: Status.CANCELLED,
-            }[decision.action]
+            status = STATUS_AFTER[decision.action]
             end = sql.AttemptEnd(
                 outcome=failure.outcome,
                 error_class=failure.error_class,
