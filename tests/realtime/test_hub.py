@@ -121,3 +121,24 @@ async def test_events_name_their_group(redis_client) -> None:
     await events.apublish(task)
     message = await asyncio.wait_for(layer.receive(channel), 3)
     assert message["group"] == events.task_group(task.id)
+
+
+async def test_the_hub_outlives_a_lost_channel_layer(monkeypatch, caplog) -> None:
+    layer = get_channel_layer()
+    receive = layer.receive
+    failures = [ConnectionError("redis went away")]
+
+    async def flaky(channel: str) -> dict[str, Any]:
+        if failures:
+            raise failures.pop()
+        return await receive(channel)
+
+    monkeypatch.setattr(layer, "receive", flaky)
+    ear = Ear()
+    await hub_for(layer).join("rc-test-one", ear)
+    await layer.group_send(
+        "rc-test-one", {"type": "task.updates", "group": "rc-test-one", "tasks": []}
+    )
+    await asyncio.wait_for(ear.arrived.wait(), 3)
+    lost = [r for r in caplog.records if "hub lost the channel layer" in r.getMessage()]
+    assert len(lost) == 1

@@ -129,6 +129,25 @@ async def test_a_cancelled_caller_s_result_is_handed_to_orphaned() -> None:
     assert orphans == [("a", "A")]
 
 
+async def test_a_failing_hand_back_is_logged(caplog) -> None:
+    gate = asyncio.Event()
+
+    async def orphaned(pairs: list[tuple[str, Any]]) -> None:
+        raise RuntimeError("database gone")
+
+    run = Recorder(gate)
+    commit = batching.GroupCommit(run, orphaned)
+    gone = asyncio.create_task(commit("a"))
+    while not run.batches:
+        await asyncio.sleep(0)
+    gone.cancel()
+    gate.set()
+    await commit.wait()
+    [record] = [r for r in caplog.records if r.name == "retrying_consumers.batching"]
+    assert "could not hand back 1 orphaned result(s)" in record.getMessage()
+    assert await commit("b") == "B"  # the batcher goes on
+
+
 async def test_the_running_loop_has_one_batcher_per_key() -> None:
     def make() -> batching.GroupCommit[str, str]:
         return batching.GroupCommit(Recorder())
