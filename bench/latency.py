@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import Bench, Series, common_args, percentile, print_table
-from bench.systems import run_ours
+from bench.systems import each_run_of_ours
 
 
 def main() -> None:
@@ -30,29 +30,21 @@ def main() -> None:
     with Bench(capacity=args.capacity, keep=args.keep_logs) as bench:
         for db in bench.databases(args.postgres, sqlite=not args.no_sqlite):
             cols = {q: Series() for q in ("p50", "p95", "p99", "max")}
-            for run in range(1, args.runs + 1):
-                print(
-                    f"run {run}/{args.runs}: ours {db.label} x{args.workers} ...",
-                    flush=True,
-                )
-                answer = run_ours(
-                    bench,
-                    db,
-                    workers=args.workers,
-                    concurrency=args.concurrency,
-                    tasks=args.tasks,
-                    timeout=args.timeout,
-                    drive_args=[
-                        "--type",
-                        "bench.stamp",
-                        "--rate",
-                        str(args.rate),
-                        "--collect",
-                        "stamp",
-                        "--producer",
-                        args.producer,
-                    ],
-                )
+            for answer in each_run_of_ours(
+                bench,
+                db,
+                args,
+                [
+                    "--type",
+                    "bench.stamp",
+                    "--rate",
+                    str(args.rate),
+                    "--collect",
+                    "stamp",
+                    "--producer",
+                    args.producer,
+                ],
+            ):
                 lat = answer["latencies_ms"]
                 values = {
                     "p50": percentile(lat, 50),

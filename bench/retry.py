@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import Bench, Series, common_args, percentile, print_table
-from bench.systems import run_ours
+from bench.systems import each_run_of_ours
 
 
 def main() -> None:
@@ -34,29 +34,21 @@ def main() -> None:
         for db in bench.databases(args.postgres, sqlite=not args.no_sqlite):
             total, p50, p99, worst = Series(), Series(), Series(), Series()
             retries = 0
-            for run in range(1, args.runs + 1):
-                print(
-                    f"run {run}/{args.runs}: ours {db.label} x{args.workers} ...",
-                    flush=True,
-                )
-                answer = run_ours(
-                    bench,
-                    db,
-                    workers=args.workers,
-                    concurrency=args.concurrency,
-                    tasks=args.tasks,
-                    timeout=args.timeout,
-                    drive_args=[
-                        "--type",
-                        "bench.flaky",
-                        "--payload",
-                        '{"fail_times": 2}',
-                        "--collect",
-                        "retry",
-                        "--rate",
-                        str(args.rate),
-                    ],
-                )
+            for answer in each_run_of_ours(
+                bench,
+                db,
+                args,
+                [
+                    "--type",
+                    "bench.flaky",
+                    "--payload",
+                    '{"fail_times": 2}',
+                    "--collect",
+                    "retry",
+                    "--rate",
+                    str(args.rate),
+                ],
+            ):
                 late = answer["lateness_ms"]
                 retries = len(late)
                 total.add(answer["total_s"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,26 +70,9 @@ def run_ours(
             env,
             bench.logs,
         )
-    with stopping(procs):
-        answer = drive(
-            env,
-            [
-                "run",
-                "--tasks",
-                str(tasks),
-                "--workers",
-                str(workers),
-                "--timeout",
-                str(timeout),
-                *(drive_args or []),
-            ],
-            timeout + 120,
-            bench.logs,
-        )
-        answer["worker_pids"] = [p.pid for p in procs]
-        dead = [p.name for p in procs if not p.alive()]
-        if dead:
-            raise RuntimeError(f"worker(s) died during the run: {dead}")
+    answer = _drive_workers(
+        bench, env, procs, ["run", *(drive_args or [])], tasks, timeout
+    )
     if spy is not None:
         # py-spy writes its file once the process it samples has exited.
         try:
@@ -123,23 +107,58 @@ def run_ours_drain(
         bench.logs,
     )
     procs = start_workers(bench, env, workers, concurrency, f"drain-{db.label}")
+    answer = _drive_workers(bench, env, procs, ["drain"], tasks, timeout)
+    answer["enqueue_s"] = enqueued["enqueue_s"]
+    return answer
+
+
+def _drive_workers(
+    bench: Bench,
+    env: dict[str, str],
+    procs: list[Proc],
+    command: list[str],
+    tasks: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """``bench.drive`` ``command`` while ``procs`` run; stop them after."""
     with stopping(procs):
         answer = drive(
             env,
             [
-                "drain",
+                command[0],
                 "--tasks",
                 str(tasks),
                 "--workers",
-                str(workers),
+                str(len(procs)),
                 "--timeout",
                 str(timeout),
+                *command[1:],
             ],
             timeout + 120,
             bench.logs,
         )
-    answer["enqueue_s"] = enqueued["enqueue_s"]
+        answer["worker_pids"] = [p.pid for p in procs]
+        dead = [p.name for p in procs if not p.alive()]
+        if dead:
+            raise RuntimeError(f"worker(s) died during the run: {dead}")
     return answer
+
+
+def each_run_of_ours(
+    bench: Bench, db: Database, args: Any, drive_args: list[str]
+) -> Iterator[dict[str, Any]]:
+    """``args.runs`` runs of ours on ``db`` (scenarios with fixed workers)."""
+    for run in range(1, args.runs + 1):
+        print(f"run {run}/{args.runs}: ours {db.label} x{args.workers} ...", flush=True)
+        yield run_ours(
+            bench,
+            db,
+            workers=args.workers,
+            concurrency=args.concurrency,
+            tasks=args.tasks,
+            timeout=args.timeout,
+            drive_args=drive_args,
+        )
 
 
 def compared_command(system: str, workers: int, tag: str) -> list[list[str]]:

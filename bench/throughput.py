@@ -96,26 +96,23 @@ def main() -> None:
                     + " ...",
                     flush=True,
                 )
+                ours = {
+                    "workers": workers,
+                    "concurrency": conc,
+                    "tasks": args.tasks,
+                    "timeout": args.timeout,
+                }
                 try:
                     if system == "drain":
                         answer = run_ours_drain(
-                            bench,
-                            by_label[label],
-                            workers=workers,
-                            concurrency=conc,
-                            tasks=args.tasks,
-                            timeout=args.timeout,
-                            producer=args.producer,
+                            bench, by_label[label], producer=args.producer, **ours
                         )
                     elif system == "ours":
                         answer = run_ours(
                             bench,
                             by_label[label],
-                            workers=workers,
-                            concurrency=conc,
-                            tasks=args.tasks,
-                            timeout=args.timeout,
                             drive_args=["--producer", args.producer],
+                            **ours,
                             profile=args.profile
                             / f"ours-{label}-x{workers}-c{conc}-run{run}.txt"
                             if args.profile
