@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from channels.db import database_sync_to_async
-from django.db import transaction
 from django.utils import timezone
 
 from .conf import LibrarySettings, library_settings
 from .models import FINAL, Status, TaskRecord, WorkerRecord
+from .writers import writing
 
 logger = logging.getLogger("retrying_consumers.retention")
 
@@ -86,7 +86,7 @@ def count_purgeable(
 
 
 def _purge_batch(status: str, cutoff: datetime, batch_size: int) -> int:
-    with transaction.atomic():
+    with writing():
         # On PostgreSQL the rows stay locked until commit, so a concurrent
         # retry_now waits and then finds the task gone instead of losing it to
         # the purge. SQLite's IMMEDIATE transactions hold the write lock anyway.

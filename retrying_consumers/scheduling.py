@@ -5,6 +5,12 @@ such rows when they fall due, from an in-process timer set when the retry was
 decided, and from :func:`aring_due`, which any process may call periodically to
 pick up what a dead process's timers would have rung. Taking a ring is a
 conditional UPDATE, so any number of processes may race for it.
+
+A worker process registers itself with :func:`serve_due_retries`: its timers
+then hand a due retry to the worker, which runs it ahead of the rings waiting in
+the channel (they are sent in order, so a retry rung into a busy channel waits
+behind every first attempt sent before it). The claim itself takes a retrying
+task that is due, so such a retry needs no ring at all.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from functools import partial
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
@@ -20,7 +28,7 @@ from django.utils import timezone
 from . import store
 from .batching import GroupCommit, in_database
 from .conf import library_settings
-from .doorbell import aring
+from .doorbell import aring, ring_message
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.scheduler")
@@ -29,19 +37,71 @@ logger = logging.getLogger("retrying_consumers.scheduler")
 _pending: set[asyncio.Task[bool]] = set()
 
 
+class DueRetryRunner(Protocol):
+    """What a worker offers its event loop's timers (see :func:`serve_due_retries`)."""
+
+    async def run_due(
+        self, task_id: uuid.UUID, channel: str, ring: dict[str, Any]
+    ) -> bool:
+        """Run ``ring`` (a retry fallen due) soon; False to have it rung instead.
+
+        A runner that accepts a retry it cannot start within a short while
+        hands it back with :func:`ring_soon`.
+        """
+        ...
+
+
+_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DueRetryRunner] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def serve_due_retries(runner: DueRetryRunner | None) -> None:
+    """Give this loop's due retries to ``runner`` first (None: ring them all)."""
+    loop = asyncio.get_running_loop()
+    if runner is None:
+        _runners.pop(loop, None)
+    else:
+        _runners[loop] = runner
+
+
 def schedule_ring(task: TaskRecord) -> None:
     """Ring ``task`` when its ``due_at`` comes, from this process's event loop."""
     if task.due_at is None:
         return
     delay = max(0.0, (task.due_at - timezone.now()).total_seconds())
     loop = asyncio.get_running_loop()
-    loop.call_later(delay, _start, loop, task.id)
+    loop.call_later(delay, _start, loop, task.id, task.channel, ring_message(task))
 
 
-def _start(loop: asyncio.AbstractEventLoop, task_id: uuid.UUID) -> None:
-    job = loop.create_task(aring_if_due(task_id))
+def _start(
+    loop: asyncio.AbstractEventLoop,
+    task_id: uuid.UUID,
+    channel: str,
+    ring: dict[str, Any],
+) -> None:
+    _keep(loop.create_task(_when_due(task_id, channel, ring)))
+
+
+def _keep(job: asyncio.Task[bool]) -> None:
     _pending.add(job)
     job.add_done_callback(_pending.discard)
+
+
+async def _when_due(task_id: uuid.UUID, channel: str, ring: dict[str, Any]) -> bool:
+    runner = _runners.get(asyncio.get_running_loop())
+    if runner is not None:
+        try:
+            if await runner.run_due(task_id, channel, ring):
+                return True
+        except Exception:
+            logger.exception("could not run due task_id=%s here; ringing it", task_id)
+    return await aring_if_due(task_id)
+
+
+def ring_soon(task_id: uuid.UUID) -> None:
+    """Take the ring of a due task and send it, in the background."""
+    _keep(asyncio.get_running_loop().create_task(aring_if_due(task_id)))
 
 
 async def aring_if_due(task_id: uuid.UUID) -> bool:

@@ -71,8 +71,9 @@ class _Statements:
             return q(attempt_meta.get_field(name).column)
 
         # One statement for a whole batch: each VALUES row is one claim, and
-        # each matches only its task queued at its attempt - 1. VALUES columns
-        # are column1, column2... in SQLite and PostgreSQL alike.
+        # each matches only its task at its attempt - 1, queued, or retrying
+        # and due (a retry run where it fell due, with no ring in between).
+        # VALUES columns are column1, column2... in SQLite and PostgreSQL alike.
         self.claim_head = (
             f"UPDATE {task} SET {tc('status')} = %s, {tc('attempt')} = v.column2, "
             f"{tc('max_attempts')} = COALESCE({tc('max_attempts')}, "
@@ -84,8 +85,9 @@ class _Statements:
             f"{tc('updated_at')} = %s FROM (VALUES "
         )
         self.claim_tail = (
-            f") AS v WHERE {tc('id')} = v.column1 AND {tc('status')} = %s "
-            f"AND {tc('attempt')} = v.column2 - 1 RETURNING {columns}"
+            f") AS v WHERE {tc('id')} = v.column1 "
+            f"AND {tc('attempt')} = v.column2 - 1 AND ({tc('status')} = %s "
+            f"OR ({tc('status')} = %s AND {tc('due_at')} <= %s)) RETURNING {columns}"
         )
         self.insert = (
             f"INSERT INTO {task} ({columns}) "
@@ -114,26 +116,46 @@ class _Statements:
             f"AND {tc('attempt')} = v.column2 AND {tc('lease_owner')} = %s "
             f"RETURNING {tc('id')}"
         )
-        self.fail = (
-            f"UPDATE {task} SET {tc('status')} = %s, {tc('due_at')} = %s, "
-            f"{tc('finished_at')} = %s, {tc('updated_at')} = %s, "
+        # PostgreSQL types a VALUES column from its values: one of NULLs only
+        # would be text, so times are cast; SQLite would make them numbers.
+        when = (
+            "CAST(%s AS timestamp with time zone)"
+            if connection.vendor == "postgresql"
+            else "%s"
+        )
+        self.fail_head = (
+            f"UPDATE {task} SET {tc('status')} = v.column3, "
+            f"{tc('due_at')} = v.column4, {tc('finished_at')} = v.column5, "
+            f"{tc('updated_at')} = %s, "
             f"{tc('lease_owner')} = '', {tc('lease_expires_at')} = NULL, "
-            f"{tc('error_class')} = %s, {tc('error_message')} = %s, "
-            f"{tc('reason')} = %s "
-            f"WHERE {tc('id')} = %s AND {tc('status')} = %s AND {tc('attempt')} = %s "
+            f"{tc('error_class')} = v.column6, {tc('error_message')} = v.column7, "
+            f"{tc('reason')} = v.column8 FROM (VALUES "
+        )
+        self.fail_row = f"(%s, %s, %s, {when}, {when}, %s, %s, %s)"
+        self.fail_tail = (
+            f") AS v WHERE {tc('id')} = v.column1 AND {tc('status')} = %s "
+            f"AND {tc('attempt')} = v.column2 "
         )
         self.fail_ours = f"AND {tc('lease_owner')} = %s RETURNING {columns}"
         self.fail_expired = f"AND {tc('lease_expires_at')} <= %s RETURNING {columns}"
-        self.close_attempt = (
+        self.close_head = (
+            f"UPDATE {attempt} SET {ac('finished_at')} = %s, "
+            f"{ac('outcome')} = v.column3, {ac('error_class')} = v.column4, "
+            f"{ac('error_message')} = v.column5, {ac('traceback')} = v.column6, "
+            f"{ac('decision')} = v.column7, {ac('next_attempt_at')} = v.column8 "
+            "FROM (VALUES "
+        )
+        self.close_row = f"(%s, %s, %s, %s, %s, %s, %s, {when})"
+        self.close_tail = (
+            f") AS v WHERE {ac('task')} = v.column1 AND {ac('number')} = v.column2"
+        )
+        self.close_orphan = (
             f"UPDATE {attempt} SET {ac('finished_at')} = %s, {ac('outcome')} = %s, "
             f"{ac('error_class')} = %s, {ac('error_message')} = %s, "
             f"{ac('traceback')} = %s, {ac('decision')} = %s, "
             f"{ac('next_attempt_at')} = %s "
-            f"WHERE {ac('task')} = %s AND {ac('number')} = %s"
-        )
-        self.close_orphan = (
-            f"{self.close_attempt} AND {ac('worker')} = %s "
-            f"AND {ac('finished_at')} IS NULL"
+            f"WHERE {ac('task')} = %s AND {ac('number')} = %s "
+            f"AND {ac('worker')} = %s AND {ac('finished_at')} IS NULL"
         )
         self.take_rings = (
             f"UPDATE {task} SET {tc('status')} = %s, {tc('due_at')} = %s, "
@@ -238,9 +260,10 @@ def claim_rows(
 ) -> list[TaskRecord | None]:
     """Claim each request: the claimed task, or None where it lost.
 
-    One UPDATE for all of them; each matches only a task queued at its
-    ``attempt - 1``, so of two requests for the same attempt one loses. Each
-    winner gets its attempt record. Run inside a transaction.
+    One UPDATE for all of them; each matches only a task at its
+    ``attempt - 1`` that is queued, or retrying and due, so of two requests for
+    the same attempt one loses. Each winner gets its attempt record. Run inside
+    a transaction.
     """
     if not requests:
         return []
@@ -250,7 +273,7 @@ def claim_rows(
     params: list[Any] = [str(Status.RUNNING), worker, lease, stamp, stamp, stamp]
     for r in requests:
         params += [s.task_id(r.task_id), r.attempt, r.default_max_attempts]
-    params.append(str(Status.QUEUED))
+    params += [str(Status.QUEUED), str(Status.RETRYING), stamp]
     sql = s.claim_head + ", ".join(["(%s, %s, %s)"] * len(requests)) + s.claim_tail
     with s.connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -351,62 +374,91 @@ class AttemptEnd:
     next_attempt_at: datetime | None
 
 
-def fail_row(
-    task_id: uuid.UUID,
-    attempt: int,
+@dataclass(frozen=True, slots=True)
+class FailedRow:
+    """A failed attempt to record, and the task's state after it."""
+
+    task_id: uuid.UUID
+    attempt: int
+    status: str
+    due_at: datetime | None
+    finished_at: datetime | None
+    reason: str
+    end: AttemptEnd
+
+
+def fail_rows(
+    failures: Sequence[FailedRow],
     *,
     worker: str | None,
-    status: str,
-    due_at: datetime | None,
-    finished_at: datetime | None,
-    reason: str,
-    end: AttemptEnd,
     now: datetime,
     using: str = DEFAULT_DB_ALIAS,
-) -> TaskRecord | None:
-    """Record a failed attempt: the task as it is now, or None if not ours.
+) -> list[TaskRecord | None]:
+    """Record failed attempts: each task as it is now, or None if not ours.
 
-    ``worker=None`` matches any lease owner whose lease has expired (a lost
-    worker). A late failure of ``worker`` still closes its own attempt record,
-    without a decision. Run inside a transaction.
+    One UPDATE of the tasks and one of their attempt records for the whole
+    batch. ``worker=None`` matches any lease owner whose lease has expired (a
+    lost worker). A late failure of ``worker`` still closes its own attempt
+    record, without a decision. Run inside a transaction.
     """
+    if not failures:
+        return []
     s = _statements(connections[using])
     stamp = s.when(now)
-    params = [
-        status,
-        None if due_at is None else s.when(due_at),
-        None if finished_at is None else s.when(finished_at),
-        stamp,
-        end.error_class,
-        end.error_message,
-        reason,
-        s.task_id(task_id),
-        str(Status.RUNNING),
-        attempt,
-    ]
+
+    def when(value: datetime | None) -> Any:
+        return None if value is None else s.when(value)
+
+    params: list[Any] = [stamp]
+    for f in failures:
+        params += [
+            s.task_id(f.task_id),
+            f.attempt,
+            f.status,
+            when(f.due_at),
+            when(f.finished_at),
+            f.end.error_class,
+            f.end.error_message,
+            f.reason,
+        ]
+    params += [str(Status.RUNNING), stamp if worker is None else worker]
+    rows = ", ".join([s.fail_row] * len(failures))
     tail = s.fail_expired if worker is None else s.fail_ours
     with s.connection.cursor() as cursor:
-        cursor.execute(s.fail + tail, [*params, stamp if worker is None else worker])
-        row = cursor.fetchone()
-        ended = [
-            stamp,
-            end.outcome,
-            end.error_class,
-            end.error_message,
-            end.traceback,
-            end.decision if row else "",
-            None
-            if row is None or end.next_attempt_at is None
-            else s.when(end.next_attempt_at),
-            s.task_id(task_id),
-            attempt,
-        ]
-        if row is not None:
-            cursor.execute(s.close_attempt, ended)
-            return s.task_from_row(row)
+        cursor.execute(s.fail_head + rows + s.fail_tail + tail, params)
+        won = {task.id: task for task in map(s.task_from_row, cursor.fetchall())}
+        done = [won.pop(f.task_id, None) for f in failures]
+        ended = [(f, task is not None) for f, task in zip(failures, done, strict=True)]
+        mine = [f for f, ours in ended if ours]
+        if mine:
+            cursor.execute(
+                s.close_head + ", ".join([s.close_row] * len(mine)) + s.close_tail,
+                [stamp]
+                + [
+                    v
+                    for f in mine
+                    for v in (
+                        s.task_id(f.task_id),
+                        f.attempt,
+                        f.end.outcome,
+                        f.end.error_class,
+                        f.end.error_message,
+                        f.end.traceback,
+                        f.end.decision,
+                        when(f.end.next_attempt_at),
+                    )
+                ],
+            )
         if worker is not None:
-            cursor.execute(s.close_orphan, [*ended, worker])
-    return None
+            for f, ours in ended:
+                if not ours:
+                    closed = [stamp, f.end.outcome, f.end.error_class]
+                    closed += [f.end.error_message, f.end.traceback, "", None]
+                    cursor.execute(
+                        s.close_orphan,
+                        [*closed, s.task_id(f.task_id), f.attempt, worker],
+                    )
+    return done
 
 
 def take_rings(

@@ -28,6 +28,7 @@ from .exceptions import TaskNotFound
 from .models import ACTIVE, AttemptRecord, Outcome, Status, TaskRecord
 from .policy import Action, AttemptState, Decision
 from .sql import ClaimRequest, Success
+from .writers import write_turn, writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +111,11 @@ def claim(
     lease_seconds: float,
     default_max_attempts: int,
 ) -> TaskRecord | None:
-    """Take attempt ``attempt`` of a queued task; None if it is not ours to run.
+    """Take attempt ``attempt`` of a task; None if it is not ours to run.
 
     Exactly one claimer wins, whatever the number of duplicate messages: the
-    UPDATE matches only while the task is queued at ``attempt - 1``.
+    UPDATE matches only while the task is at ``attempt - 1`` and queued, or
+    retrying with its ``due_at`` passed.
     """
     request = ClaimRequest(_uuid(task_id), attempt, default_max_attempts)
     [outcome] = claim_many([request], worker=worker, lease_seconds=lease_seconds)
@@ -134,7 +136,7 @@ def claim_many(
     """
     if not requests:
         return []
-    with transaction.atomic():
+    with writing():
         claimed = sql.claim_rows(
             requests, worker=worker, lease_seconds=lease_seconds, now=timezone.now()
         )
@@ -153,11 +155,11 @@ def extend_lease(
 ) -> bool:
     """Renew the lease of a running attempt; False if it is no longer ours."""
     now = timezone.now()
-    return bool(
-        _ours(task_id, attempt, worker).update(
+    with write_turn():
+        renewed = _ours(task_id, attempt, worker).update(
             lease_expires_at=now + timedelta(seconds=lease_seconds)
         )
-    )
+    return bool(renewed)
 
 
 def succeed(
@@ -188,7 +190,7 @@ def succeed_many(
     if not successes:
         return []
     now = timezone.now()
-    with transaction.atomic():
+    with writing():
         ours = sql.succeed_rows(
             [success for success, _ in successes], worker=worker, now=now
         )
@@ -258,36 +260,34 @@ def fail_many(
     """:func:`fail` for several attempts in one transaction, in order."""
     now = timezone.now()
     limit = library_settings().traceback_limit
-    done: list[TaskRecord | None] = []
-    with transaction.atomic():
-        for item in items:
-            decision, failure = item.decision, item.failure
-            next_at = decision.next_attempt_at(now)
-            if decision.action is Action.RETRY and next_at is None:
-                next_at = now  # a retry must be due some time, or it is never rung
-            status = STATUS_AFTER[decision.action]
-            end = sql.AttemptEnd(
-                outcome=failure.outcome,
-                error_class=failure.error_class,
-                error_message=failure.error_message,
-                traceback=failure.traceback[-limit:],
-                decision=decision.action.value,
-                next_attempt_at=next_at,
+    rows = []
+    for item in items:
+        decision, failure = item.decision, item.failure
+        next_at = decision.next_attempt_at(now)
+        if decision.action is Action.RETRY and next_at is None:
+            next_at = now  # a retry must be due some time, or it is never rung
+        status = STATUS_AFTER[decision.action]
+        end = sql.AttemptEnd(
+            outcome=failure.outcome,
+            error_class=failure.error_class,
+            error_message=failure.error_message,
+            traceback=failure.traceback[-limit:],
+            decision=decision.action.value,
+            next_attempt_at=next_at,
+        )
+        rows.append(
+            sql.FailedRow(
+                task_id=item.task_id,
+                attempt=item.attempt,
+                status=str(status),
+                due_at=next_at,
+                finished_at=None if status == Status.RETRYING else now,
+                reason=decision.reason,
+                end=end,
             )
-            done.append(
-                sql.fail_row(
-                    item.task_id,
-                    item.attempt,
-                    worker=worker,
-                    status=str(status),
-                    due_at=next_at,
-                    finished_at=None if status == Status.RETRYING else now,
-                    reason=decision.reason,
-                    end=end,
-                    now=now,
-                )
-            )
-    return done
+        )
+    with writing():
+        return sql.fail_rows(rows, worker=worker, now=now)
 
 
 def interrupt(
@@ -299,7 +299,7 @@ def interrupt(
     interrupted by a deploy does not use up the task's attempts.
     """
     now = timezone.now()
-    with transaction.atomic():
+    with writing():
         done = _ours(task_id, attempt, worker).update(
             status=Status.QUEUED,
             due_at=now,
@@ -347,7 +347,7 @@ def take_rings(
     task_ids: Sequence[uuid.UUID], *, ring_timeout: float
 ) -> list[TaskRecord | None]:
     """:func:`take_ring` for several tasks in one UPDATE, in order."""
-    with transaction.atomic():
+    with writing():
         taken = sql.take_rings(task_ids, ring_timeout=ring_timeout, now=timezone.now())
     return [taken.pop(task_id, None) for task_id in task_ids]
 
@@ -360,15 +360,17 @@ def save_progress(
 ) -> bool:
     """Store the latest progress of a running task; False if it is not running."""
     now = timezone.now()
-    return bool(
-        TaskRecord.objects.filter(pk=_uuid(task_id), status=Status.RUNNING).update(
+    with write_turn():
+        saved = TaskRecord.objects.filter(
+            pk=_uuid(task_id), status=Status.RUNNING
+        ).update(
             progress_current=current,
             progress_total=total,
             progress_message=message[:500],
             progress_at=now,
             updated_at=now,
         )
-    )
+    return bool(saved)
 
 
 def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
@@ -401,7 +403,7 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
             reason="",
         )
     try:
-        with transaction.atomic():
+        with writing():
             changed = rows.update(**changes)
     except IntegrityError:
         raise ValueError(
@@ -419,15 +421,16 @@ def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord
     A running attempt is not interrupted, but its outcome will not be recorded.
     """
     now = timezone.now()
-    TaskRecord.objects.filter(pk=_uuid(task_id), status__in=ACTIVE).update(
-        status=Status.CANCELLED,
-        reason=reason[:500],
-        finished_at=now,
-        updated_at=now,
-        due_at=None,
-        lease_owner="",
-        lease_expires_at=None,
-    )
+    with write_turn():
+        TaskRecord.objects.filter(pk=_uuid(task_id), status__in=ACTIVE).update(
+            status=Status.CANCELLED,
+            reason=reason[:500],
+            finished_at=now,
+            updated_at=now,
+            due_at=None,
+            lease_owner="",
+            lease_expires_at=None,
+        )
     return get_task(task_id)
 
 

@@ -9,6 +9,10 @@ It replaces Channels' ``Worker`` under ``manage.py runworker``:
   logged once and dropped; the other channels keep running.
 - **Scheduler.** Every process rings due retries and lost rings, and takes back
   attempts whose lease expired; the store decides which process does each.
+- **Due retries first.** A retry that falls due in this process takes the next
+  free slot of its channel, ahead of the rings waiting in the channel. If no slot
+  of that channel frees up here for ``DUE_HOLD`` seconds (long attempts hold
+  them all), the retry is rung to the channel instead, for any worker.
 - **Graceful shutdown** on SIGTERM or SIGINT: stop taking messages, give the
   attempts in flight ``grace_period`` seconds, then cancel them (they are handed
   back as interrupted) and exit 0. A second signal cancels at once.
@@ -18,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import signal
 import socket
+import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -35,7 +42,8 @@ from .doorbell import RINGS_TYPE, batch_message, rings_in
 from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
-from .scheduling import aring_due
+from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
+from .writers import write_turn
 
 logger = logging.getLogger("retrying_consumers.worker")
 
@@ -43,6 +51,9 @@ MAX_BACKOFF = 5.0
 #: Seconds a listener waits before taking from a channel that had more rings
 #: than free slots last time (a few milliseconds: slots of short tasks free up).
 BACKLOG_PAUSE = 0.005
+#: Seconds a retry fallen due here waits without any slot of its channel
+#: freeing up, before it is rung to the channel instead, for any worker.
+DUE_HOLD = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,15 @@ class WorkerConfig:
     scheduler_interval: float = 1.0
     #: How often this process writes its registry heartbeat.
     heartbeat_interval: float = 5.0
+
+
+@dataclass(slots=True)
+class _DueRetry:
+    """A retry fallen due in this process, waiting for a free slot."""
+
+    task_id: uuid.UUID
+    ring: dict[str, Any]
+    expiry: asyncio.TimerHandle | None = field(default=None)
 
 
 class _Instance:
@@ -133,6 +153,9 @@ class RetryingWorker:
         self.pools: dict[str, list[_Instance]] = {c: [] for c in self.channels}
         self.signals_seen = 0
         self.backlogged: set[str] = set()
+        self.due: dict[str, deque[_DueRetry]] = {c: deque() for c in self.channels}
+        # When an attempt of each channel last ended here.
+        self.freed_at: dict[str, float] = {}
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -149,6 +172,7 @@ class RetryingWorker:
             loop.add_signal_handler(signum, self._on_signal, signum)
         await database_sync_to_async(self._register)()
         listeners = [asyncio.create_task(self._listen(c)) for c in self.channels]
+        serve_due_retries(self)
         chores = [
             asyncio.create_task(
                 self._every(self.config.scheduler_interval, self._schedule)
@@ -164,9 +188,11 @@ class RetryingWorker:
             self.config.concurrency,
         )
         await self.stopping.wait()
+        serve_due_retries(None)
         for job in listeners + chores:
             job.cancel()
         await asyncio.gather(*listeners, *chores, return_exceptions=True)
+        await self._ring_held_retries()
         await self._drain()
         await events.flush()  # the last outcomes' events
         await database_sync_to_async(self._unregister)()
@@ -208,10 +234,62 @@ class RetryingWorker:
                 if not instance.idle:
                     instance.runner.cancel()
 
+    async def run_due(
+        self, task_id: uuid.UUID, channel: str, ring: dict[str, Any]
+    ) -> bool:
+        """Run a retry fallen due in this process ahead of the channel's rings.
+
+        It starts now if a slot is free, else takes the next slot of its
+        channel to free up; False if this process does not serve ``channel``.
+        """
+        if self.stopping.is_set() or channel not in self.due:
+            return False
+        if await self._try_acquire(channel):
+            if not self._dispatch(channel, ring):
+                self._release(channel)
+            return True
+        held = _DueRetry(task_id, ring)
+        held.expiry = asyncio.get_running_loop().call_later(
+            DUE_HOLD, self._due_expired, channel, held
+        )
+        self.due[channel].append(held)
+        return True
+
+    def _run_held_retry(self, channel: str) -> bool:
+        """Give the slots just taken or freed on ``channel`` to a held retry."""
+        while self.due[channel]:
+            held = self.due[channel].popleft()
+            if held.expiry is not None:
+                held.expiry.cancel()
+            if self._dispatch(channel, held.ring):
+                return True
+        return False
+
+    def _due_expired(self, channel: str, held: _DueRetry) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.freed_at.get(channel, -math.inf) < DUE_HOLD:
+            # Slots keep freeing up here, each to the retry held longest.
+            held.expiry = loop.call_later(DUE_HOLD, self._due_expired, channel, held)
+            return
+        # No slot freed up in time: let whichever worker is free run it.
+        self.due[channel].remove(held)
+        ring_soon(held.task_id)
+
+    async def _ring_held_retries(self) -> None:
+        held = [h for queue in self.due.values() for h in queue]
+        for queue in self.due.values():
+            queue.clear()
+        for h in held:
+            if h.expiry is not None:
+                h.expiry.cancel()
+        await asyncio.gather(*(aring_if_due(h.task_id) for h in held))
+
     async def _listen(self, channel: str) -> None:
         backoff = 0.1
         while True:
             await self._acquire(channel)
+            if self._run_held_retry(channel):
+                continue
             try:
                 if channel in self.backlogged:
                     # Rings wait in the channel: let a few more slots free up,
@@ -295,7 +373,9 @@ class RetryingWorker:
 
     def _finished(self, done: asyncio.Future[None], channel: str) -> None:
         self.inflight.pop(done, None)
-        self._release(channel)
+        self.freed_at[channel] = asyncio.get_running_loop().time()
+        if self.stopping.is_set() or not self._run_held_retry(channel):
+            self._release(channel)
 
     async def _acquire(self, channel: str) -> None:
         """Wait for a slot of the channel's consumer, then one of the process."""
@@ -362,6 +442,10 @@ class RetryingWorker:
     def _register(self) -> None:
         now = timezone.now()
         running = sorted(t for t in self.inflight.values() if t)
+        with write_turn():
+            self._save_registry(now, running)
+
+    def _save_registry(self, now: Any, running: list[str]) -> None:
         WorkerRecord.objects.update_or_create(
             id=worker_id(),
             defaults={

@@ -71,3 +71,66 @@ async def test_a_timer_for_a_task_taken_meanwhile_rings_nothing(
     rings = await rings_received(1)
     assert [r["task_id"] for r in rings] == [str(sentinel.id)]
     assert redis_client.zcard(get_channel_layer().prefix + CHANNEL) == 0
+
+
+class Runner:
+    """A worker's side of serve_due_retries: answers ``answer`` or raises it."""
+
+    def __init__(self, answer: bool | Exception) -> None:
+        self.answer = answer
+        self.offered: list[tuple[Any, str, dict[str, Any]]] = []
+
+    async def run_due(self, task_id: Any, channel: str, ring: dict[str, Any]) -> bool:
+        self.offered.append((task_id, channel, ring))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def timers_done() -> None:
+    while scheduling._pending:
+        await asyncio.gather(*scheduling._pending)
+
+
+async def test_a_due_retry_goes_to_the_worker_serving_this_loop(
+    redis_client: Any,
+) -> None:
+    runner = Runner(True)
+    scheduling.serve_due_retries(runner)
+    task = await database_sync_to_async(retrying_task)(0.02)
+    scheduling.schedule_ring(task)
+    while not runner.offered:
+        await asyncio.sleep(0.005)
+    await timers_done()
+    assert runner.offered == [(task.id, CHANNEL, doorbell.ring_message(task))]
+    # Not rung, and its ring not taken: the claim takes a due retry itself.
+    assert redis_client.zcard(get_channel_layer().prefix + CHANNEL) == 0
+    assert (await store.aget_task(task.id)).status == Status.RETRYING
+
+
+@pytest.mark.parametrize("answer", [False, RuntimeError("boom")])
+async def test_a_due_retry_the_worker_does_not_take_is_rung(
+    answer: bool | Exception, redis_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = Runner(answer)
+    scheduling.serve_due_retries(runner)
+    task = await database_sync_to_async(retrying_task)(0.02)
+    scheduling.schedule_ring(task)
+    rings = await rings_received(1)
+    assert [r["task_id"] for r in rings] == [str(task.id)]
+    assert len(runner.offered) == 1
+    failed = [r for r in caplog.records if "could not run due" in r.getMessage()]
+    assert len(failed) == (1 if isinstance(answer, Exception) else 0)
+
+
+async def test_with_no_worker_serving_the_loop_a_due_retry_is_rung(
+    redis_client: Any,
+) -> None:
+    runner = Runner(True)
+    scheduling.serve_due_retries(runner)
+    scheduling.serve_due_retries(None)
+    task = await database_sync_to_async(retrying_task)(0.02)
+    scheduling.schedule_ring(task)
+    rings = await rings_received(1)
+    assert [r["task_id"] for r in rings] == [str(task.id)]
+    assert runner.offered == []

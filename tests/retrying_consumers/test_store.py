@@ -329,16 +329,44 @@ def test_a_claim_for_another_attempt_number_loses(attempt: int) -> None:
     assert attempts(task.id) == []
 
 
-def test_a_retrying_task_cannot_be_claimed_before_it_is_rung() -> None:
+def test_a_retrying_task_is_claimed_once_due_and_not_before() -> None:
     task = retrying()
-    make_due(task.id)  # due, but nobody has taken the ring yet
     before = row(task.id)
-    lost = store.claim(
+    assert before["due_at"] > timezone.now()
+    early = store.claim(
         task.id, 2, worker=WORKER, lease_seconds=LEASE, default_max_attempts=DEFAULT_MAX
     )
-    assert lost is None
+    assert early is None
     assert row(task.id) == before
-    assert AttemptRecord.objects.filter(task_id=task.id).count() == 1
+    make_due(task.id)  # due, and nobody has taken the ring: the claim takes it
+    claimed = store.claim(
+        task.id, 2, worker=WORKER, lease_seconds=LEASE, default_max_attempts=DEFAULT_MAX
+    )
+    assert claimed is not None
+    assert claimed.status == Status.RUNNING
+    assert (claimed.attempt, claimed.due_at) == (2, None)
+    assert [a["number"] for a in attempts(task.id)] == [1, 2]
+    again = store.claim(
+        task.id, 2, worker=OTHER, lease_seconds=LEASE, default_max_attempts=DEFAULT_MAX
+    )
+    assert again is None
+    assert TaskRecord.objects.get(pk=task.id).lease_owner == WORKER
+
+
+def test_a_due_retry_is_claimed_only_for_its_next_attempt() -> None:
+    task = retrying()
+    make_due(task.id)
+    before = row(task.id)
+    for attempt in (1, 3):
+        lost = store.claim(
+            task.id,
+            attempt,
+            worker=WORKER,
+            lease_seconds=LEASE,
+            default_max_attempts=DEFAULT_MAX,
+        )
+        assert lost is None
+    assert row(task.id) == before
 
 
 @pytest.mark.parametrize("state", ["succeeded", "dead", "cancelled"])
