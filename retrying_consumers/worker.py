@@ -53,7 +53,7 @@ MAX_BACKOFF = 5.0
 BACKLOG_PAUSE = 0.005
 #: Seconds a retry fallen due here waits without any slot of its channel
 #: freeing up, before it is rung to the channel instead, for any worker.
-DUE_HOLD = 0.05
+DUE_HOLD = 0.2
 
 
 @dataclass(frozen=True, slots=True)
