@@ -18,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, close_old_connections, connections, transaction
+from django.db import IntegrityError, close_old_connections, connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -81,10 +81,11 @@ def create_task(
         due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
     )
     if idempotency_key is None:  # nothing can clash: the INSERT is atomic alone
-        sql.insert_task(task)
+        with write_turn():
+            sql.insert_task(task)
         return task, True
     try:
-        with transaction.atomic():
+        with writing():
             sql.insert_task(task)
     except IntegrityError:
         # Lost a race with another enqueue of the same key.

@@ -5,15 +5,15 @@ which sleeps in growing steps (1, 2, 5, 10, 15, 20, then 25 to 100 ms) between
 tries. With several worker processes committing small batches, a waiter keeps
 sleeping through the gaps between the other writers' commits: in a bench with
 two workers, some batches waited more than a second, and a retry waited with
-them. So the store's writes first take an exclusive ``flock`` on a file next to
-the database, and the kernel wakes the next writer as soon as it is released.
-SQLite still guards the data; the lock only orders the store's own writers, and
+them. So the store's writes first take a turn on a lock file next to the
+database, and the kernel wakes the next writer as soon as the turn is given up.
+SQLite still guards the data; the turns only order the store's own writers, and
 other writes (the admin, your own code) wait in the busy handler as before.
 
-The turn is not taken inside an outer transaction: that transaction may hold
-SQLite's write lock already, and waiting for the file lock while holding it
-could deadlock with a writer that holds the file lock and waits for SQLite. Nor
-for in-memory databases, on PostgreSQL (its row locks wake waiters at once), or
+No turn is taken inside an outer transaction: that transaction may hold
+SQLite's write lock already, and waiting for a turn while holding it could
+deadlock with a writer that has the turn and waits for SQLite. Nor for
+in-memory databases, on PostgreSQL (its row locks wake waiters at once), or
 where ``fcntl`` does not exist.
 """
 
@@ -38,28 +38,53 @@ logger = logging.getLogger("retrying_consumers.store")
 #: Appended to the database file's name to name its lock file.
 LOCK_SUFFIX = "-writers.lock"
 
-# (pid, lock path) -> this process's lock for its threads and its open file; or
-# None where the file could not be opened (then there are no turns). Keyed by
-# pid: a forked child must open its own file, or it would share its parent's lock.
-_locks: dict[tuple[int, str], tuple[threading.Lock, int] | None] = {}
-_locks_guard = threading.Lock()
+
+class Turns:
+    """Turns between processes on the lock file at ``path`` (an ``flock``).
+
+    Threads of one process queue on a thread lock first: they share the open
+    file, and a ``flock`` held through it would not exclude them.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.threads = threading.Lock()
+
+    def acquire(self) -> None:
+        self.threads.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def release(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.threads.release()
+
+
+# (pid, lock path) -> this process's turns, or None where the file could not be
+# opened (then there are no turns). Keyed by pid: a forked child must open the
+# file for itself, or it would share its parent's lock.
+_turns: dict[tuple[int, str], Turns | None] = {}
+_turns_guard = threading.Lock()
 
 
 @contextmanager
 def write_turn(using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """Wait for this process's turn to write to ``using`` (SQLite only)."""
     connection = connections[using]
-    lock = None if connection.in_atomic_block else _lock_for(connection)
-    if lock is None:
+    turns = None if connection.in_atomic_block else _turns_for(connection)
+    if turns is None:
         yield
         return
-    in_process, fd = lock
-    with in_process:  # a flock is per open file, so threads queue here first
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+    turns.acquire()
+    try:
+        yield
+    finally:
+        turns.release()
 
 
 @contextmanager
@@ -81,19 +106,19 @@ def lock_path(connection: BaseDatabaseWrapper) -> str | None:
     return os.path.abspath(name) + LOCK_SUFFIX
 
 
-def _lock_for(connection: BaseDatabaseWrapper) -> tuple[threading.Lock, int] | None:
+def _turns_for(connection: BaseDatabaseWrapper) -> Turns | None:
     path = lock_path(connection)
     if path is None:
         return None
     key = (os.getpid(), path)
     try:
-        return _locks[key]
+        return _turns[key]
     except KeyError:
         pass
-    with _locks_guard:
-        if key not in _locks:
+    with _turns_guard:
+        if key not in _turns:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                _turns[key] = Turns(path)
             except OSError as err:
                 logger.warning(
                     "cannot open %s, so writers to the SQLite database will not "
@@ -101,7 +126,5 @@ def _lock_for(connection: BaseDatabaseWrapper) -> tuple[threading.Lock, int] | N
                     path,
                     err,
                 )
-                _locks[key] = None
-            else:
-                _locks[key] = (threading.Lock(), fd)
-        return _locks[key]
+                _turns[key] = None
+        return _turns[key]
