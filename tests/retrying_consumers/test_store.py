@@ -313,10 +313,21 @@ def test_a_second_claim_of_the_same_attempt_loses() -> None:
     assert AttemptRecord.objects.filter(task_id=task.id).count() == 1
 
 
-@pytest.mark.parametrize("attempt", [0, 2, 3])
-def test_a_claim_for_another_attempt_number_loses(attempt: int) -> None:
-    task = new_task()
-    before = row(task.id)
+def due_retry() -> TaskRecord:
+    task = retrying()
+    make_due(task.id)
+    return task
+
+
+@pytest.mark.parametrize(
+    ("make", "attempt"),
+    [(new_task, 0), (new_task, 2), (new_task, 3), (due_retry, 1), (due_retry, 3)],
+)
+def test_a_claim_for_another_attempt_number_loses(
+    make: Callable[[], TaskRecord], attempt: int
+) -> None:
+    task = make()
+    before, history = row(task.id), attempts(task.id)
     lost = store.claim(
         task.id,
         attempt,
@@ -326,7 +337,7 @@ def test_a_claim_for_another_attempt_number_loses(attempt: int) -> None:
     )
     assert lost is None
     assert row(task.id) == before
-    assert attempts(task.id) == []
+    assert attempts(task.id) == history
 
 
 def test_a_retrying_task_is_claimed_once_due_and_not_before() -> None:
@@ -351,22 +362,6 @@ def test_a_retrying_task_is_claimed_once_due_and_not_before() -> None:
     )
     assert again is None
     assert TaskRecord.objects.get(pk=task.id).lease_owner == WORKER
-
-
-def test_a_due_retry_is_claimed_only_for_its_next_attempt() -> None:
-    task = retrying()
-    make_due(task.id)
-    before = row(task.id)
-    for attempt in (1, 3):
-        lost = store.claim(
-            task.id,
-            attempt,
-            worker=WORKER,
-            lease_seconds=LEASE,
-            default_max_attempts=DEFAULT_MAX,
-        )
-        assert lost is None
-    assert row(task.id) == before
 
 
 @pytest.mark.parametrize("state", ["succeeded", "dead", "cancelled"])
