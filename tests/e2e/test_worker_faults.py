@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,9 @@ def test_poison_messages_are_logged_once_and_other_channels_keep_working(
     [worker] = children
     with running(children):
         key = b"asgifault-a"
+        # Scored now, like channels-redis's own sends: each send removes the
+        # messages scored older than the layer's expiry.
+        now = time.time()
         for body in (
             os.urandom(12) + b"\xc1",  # not msgpack
             os.urandom(12) + msgpack.packb({"no": "type"}),
@@ -148,10 +152,10 @@ def test_poison_messages_are_logged_once_and_other_channels_keep_working(
             os.urandom(12)
             + msgpack.packb({"type": "retrying_consumers.rings", "rings": "?"}),
         ):
-            redis_client.zadd(key, {body: 1})
+            redis_client.zadd(key, {body: now})
         redis_client.zadd(
             b"asgifault-unrouted",
-            {os.urandom(12) + msgpack.packb({"type": "fault.noop"}): 1},
+            {os.urandom(12) + msgpack.packb({"type": "fault.noop"}): now},
         )
         ids = many(3, "fault.noop", "fault-b") + many(3, "fault.noop", "fault-a")
         all_succeeded(ids, 20)
