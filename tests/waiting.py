@@ -27,11 +27,13 @@ async def until(
     timeout: float = 10,
     what: str = "condition",
     own_thread: bool = False,
+    in_loop: bool = False,
 ) -> Any:
     """Poll ``check`` (ORM code) until it returns something true; return that.
 
     ``check`` runs in Django's shared database thread, or with ``own_thread``
-    in a pool thread, for looking while a sync handler holds the shared one.
+    in a pool thread, for looking while a sync handler holds the shared one,
+    or with ``in_loop`` right in the event loop (for checks without the ORM).
     Fails after ``timeout`` seconds.
     """
     run = (
@@ -41,7 +43,7 @@ async def until(
     )
     deadline = time.monotonic() + timeout
     while True:
-        value = await run()
+        value = check() if in_loop else await run()
         if value:
             return value
         if time.monotonic() > deadline:

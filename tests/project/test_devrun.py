@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -80,4 +79,4 @@ def test_devrun_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) ->
     finally:
         if run.poll() is None or group_alive(run.pid):
             os.killpg(run.pid, signal.SIGKILL)
-            time.sleep(0.1)
+            run.wait(10)  # reaped, so that nothing outlives the test

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from retrying_consumers import doorbell, scheduling, store
 from retrying_consumers.models import Status, TaskRecord
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -88,8 +89,16 @@ class Runner:
 
 
 async def timers_done() -> None:
-    while scheduling._pending:
-        await asyncio.gather(*scheduling._pending)
+    """Wait for this loop's unfinished timer jobs.
+
+    Finished jobs leave ``_pending`` only on a later turn of the loop, and an
+    earlier test's loop may have left some of its own.
+    """
+    loop = asyncio.get_running_loop()
+    while jobs := [
+        j for j in scheduling._pending if j.get_loop() is loop and not j.done()
+    ]:
+        await asyncio.gather(*jobs)
 
 
 async def test_a_due_retry_goes_to_the_worker_serving_this_loop(
@@ -99,8 +108,7 @@ async def test_a_due_retry_goes_to_the_worker_serving_this_loop(
     scheduling.serve_due_retries(runner)
     task = await database_sync_to_async(retrying_task)(0.02)
     scheduling.schedule_ring(task)
-    while not runner.offered:
-        await asyncio.sleep(0.005)
+    await until(lambda: runner.offered, 5, "the offer", in_loop=True)
     await timers_done()
     assert runner.offered == [(task.id, CHANNEL, doorbell.ring_message(task))]
     # Not rung, and its ring not taken: the claim takes a due retry itself.
