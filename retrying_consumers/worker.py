@@ -12,7 +12,8 @@ It replaces Channels' ``Worker`` under ``manage.py runworker``:
 - **Due retries first.** A retry that falls due in this process takes the next
   free slot of its channel, ahead of the rings waiting in the channel. If no slot
   of that channel frees up here for ``DUE_HOLD`` seconds (long attempts hold
-  them all), the retry is rung to the channel instead, for any worker.
+  them all), the retry is rung to the channel instead, for any worker; so is a
+  retry of a channel idle here, whose listener waits with its last slot.
 - **Graceful shutdown** on SIGTERM or SIGINT: stop taking messages, give the
   attempts in flight ``grace_period`` seconds, then cancel them (they are handed
   back as interrupted) and exit 0. A second signal cancels at once.
@@ -31,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -156,6 +158,10 @@ class RetryingWorker:
         self.due: dict[str, deque[_DueRetry]] = {c: deque() for c in self.channels}
         # When an attempt of each channel last ended here.
         self.freed_at: dict[str, float] = {}
+        # Channels whose listener waits for a message, holding a slot for it.
+        self.receiving: set[str] = set()
+        # Attempts running now, by channel.
+        self.running: dict[str, int] = dict.fromkeys(self.channels, 0)
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -240,7 +246,10 @@ class RetryingWorker:
         """Run a retry fallen due in this process ahead of the channel's rings.
 
         It starts now if a slot is free, else takes the next slot of its
-        channel to free up; False if this process does not serve ``channel``.
+        channel to free up. False if this process does not serve ``channel``,
+        or if no slot would free up: nothing of the channel runs here, and its
+        listener waits for a message with the last slot; rung, the retry
+        reaches that listener at once.
         """
         if self.stopping.is_set() or channel not in self.due:
             return False
@@ -248,6 +257,8 @@ class RetryingWorker:
             if not self._dispatch(channel, ring):
                 self._release(channel)
             return True
+        if channel in self.receiving and not self.running[channel]:
+            return False
         held = _DueRetry(task_id, ring)
         held.expiry = asyncio.get_running_loop().call_later(
             DUE_HOLD, self._due_expired, channel, held
@@ -296,7 +307,13 @@ class RetryingWorker:
                     # so that the next message is taken in bigger bites.
                     self.backlogged.discard(channel)
                     await asyncio.sleep(BACKLOG_PAUSE)
-                message = await self.channel_layer.receive(channel)
+                    if self._run_held_retry(channel):
+                        continue
+                self.receiving.add(channel)
+                try:
+                    message = await self.channel_layer.receive(channel)
+                finally:
+                    self.receiving.discard(channel)
             except asyncio.CancelledError:
                 self._release(channel)
                 raise
@@ -366,6 +383,7 @@ class RetryingWorker:
             instance = _Instance(self.application, channel)
             pool.append(instance)
         done = instance.submit(message)
+        self.running[channel] += 1
         task_id = message.get("task_id")
         self.inflight[done] = str(task_id) if task_id is not None else None
         done.add_done_callback(lambda _: self._finished(done, channel))
@@ -373,6 +391,7 @@ class RetryingWorker:
 
     def _finished(self, done: asyncio.Future[None], channel: str) -> None:
         self.inflight.pop(done, None)
+        self.running[channel] -= 1
         self.freed_at[channel] = asyncio.get_running_loop().time()
         if self.stopping.is_set() or not self._run_held_retry(channel):
             self._release(channel)
@@ -445,7 +464,7 @@ class RetryingWorker:
         with write_turn():
             self._save_registry(now, running)
 
-    def _save_registry(self, now: Any, running: list[str]) -> None:
+    def _save_registry(self, now: datetime, running: list[str]) -> None:
         WorkerRecord.objects.update_or_create(
             id=worker_id(),
             defaults={

@@ -21,6 +21,7 @@ from retrying_consumers import doorbell, store
 from retrying_consumers import worker as worker_module
 from retrying_consumers.models import Status, TaskRecord
 from retrying_consumers.worker import RetryingWorker, WorkerConfig
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,8 +104,7 @@ async def running_worker(
     monkeypatch.setattr(RetryingWorker, "_schedule", no_scan)
     worker = RetryingWorker(app, [CHANNEL], get_channel_layer(), WorkerConfig(**config))
     main = asyncio.create_task(worker.main())
-    while not hasattr(worker, "stopping"):
-        await asyncio.sleep(0.001)
+    await until(lambda: hasattr(worker, "stopping"), 5, "the worker", in_loop=True)
     try:
         yield worker
     finally:
@@ -156,11 +156,45 @@ async def test_a_held_retry_waits_while_slots_keep_freeing_up(
     monkeypatch: pytest.MonkeyPatch, redis_client: Any
 ) -> None:
     monkeypatch.setattr(worker_module, "DUE_HOLD", 0.05)
-    app = Recorder(seconds=0.03)  # the last of four starts 90 ms later
+    app = Recorder(seconds=0.03)  # the last of four starts 90 ms after the first
+    layer = get_channel_layer()
     async with running_worker(app, monkeypatch, concurrency=1) as worker:
+        await layer.send(CHANNEL, ring("blocker"))
+        await app.wait_seen(1)
         for n in range(4):
             assert await worker.run_due(uuid.uuid4(), CHANNEL, ring(f"r{n}", 2))
-        assert await app.wait_seen(4) == ["r0", "r1", "r2", "r3"]
+        app.unblock.set()
+        assert await app.wait_seen(5) == ["blocker", "r0", "r1", "r2", "r3"]
+    assert queued_in_redis(redis_client) == 0
+
+
+async def test_a_due_retry_is_rung_when_the_listener_waits_with_the_last_slot(
+    monkeypatch: pytest.MonkeyPatch, redis_client: Any
+) -> None:
+    # Held, it would wait for a slot the listener keeps until a message comes.
+    app = Recorder()
+    async with running_worker(app, monkeypatch, concurrency=1) as worker:
+        await until(lambda: CHANNEL in worker.receiving, 5, "listener", in_loop=True)
+        assert not await worker.run_due(uuid.uuid4(), CHANNEL, ring("r", 2))
+        assert not worker.due[CHANNEL]
+    assert app.seen == []
+
+
+async def test_a_due_retry_is_held_while_an_attempt_of_its_channel_runs(
+    monkeypatch: pytest.MonkeyPatch, redis_client: Any
+) -> None:
+    # One slot runs the blocker, the listener waits with the other: the
+    # blocker's slot frees up first, so the retry waits for it.
+    app = Recorder()
+    layer = get_channel_layer()
+    async with running_worker(app, monkeypatch, concurrency=2) as worker:
+        await layer.send(CHANNEL, ring("blocker"))
+        await app.wait_seen(1)
+        await until(lambda: CHANNEL in worker.receiving, 5, "listener", in_loop=True)
+        assert await worker.run_due(uuid.uuid4(), CHANNEL, ring("retry", 2))
+        assert list(worker.due[CHANNEL])
+        app.unblock.set()
+        assert await app.wait_seen(2) == ["blocker", "retry"]
     assert queued_in_redis(redis_client) == 0
 
 
@@ -175,8 +209,9 @@ async def test_a_held_retry_is_rung_to_the_channel_when_no_slot_frees_up(
         await layer.send(CHANNEL, ring("blocker"))
         await app.wait_seen(1)
         assert await worker.run_due(task_id, CHANNEL, ring(task_id, 2))
-        while queued_in_redis(redis_client) == 0:  # rung for any worker
-            await asyncio.sleep(0.01)
+        await until(  # rung for any worker
+            lambda: queued_in_redis(redis_client), 5, "the ring", in_loop=True
+        )
         assert not worker.due[CHANNEL]
         task = await store.aget_task(task_id)
         assert task.status == Status.QUEUED  # its ring was taken
