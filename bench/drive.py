@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import django
@@ -191,11 +192,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pg_before = pg_counters()
     redis_before = redis_commands()
     own_transactions = 0
+    sched_before = schedstat()
+    cpu_before = cpu_by_program()
     started = time.time()
     ids, calls = produce(args.type, args.tasks, payload, args.producer, args.rate)
     enqueued = time.time()
+    sched_after = schedstat()
     wait_all(before, args.tasks, args.timeout)
     polled = time.time()
+    cpu_after = cpu_by_program()
     redis_after = redis_commands()
     answer: dict[str, Any] = {
         "tasks": args.tasks,
@@ -204,6 +209,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "polled_s": polled - started,
         "redis_per_task": per_task(redis_before, redis_after, args.tasks),
         "duplicates": attempts_beyond_one(ids),
+        "producer_sched_s": [
+            b - a for a, b in zip(sched_before, sched_after, strict=True)
+        ],
+        "cpu_s": {
+            k: round(v - cpu_before.get(k, 0.0), 2)
+            for k, v in sorted(cpu_after.items())
+            if v - cpu_before.get(k, 0.0) > 0.05
+        },
     }
     if pg_before is not None:
         time.sleep(1.0)  # the workers' stats reach pg_stat_database at idle
@@ -217,6 +230,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif args.collect == "retry":
         answer["lateness_ms"] = retry_lateness(ids)
     return answer
+
+
+def schedstat() -> tuple[float, float]:
+    """Seconds this process's threads have run on a CPU, and waited for one."""
+    on_cpu = waited = 0
+    for path in Path("/proc/self/task").glob("*/schedstat"):
+        fields = path.read_text().split()
+        on_cpu += int(fields[0])
+        waited += int(fields[1])
+    return on_cpu / 1e9, waited / 1e9
+
+
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, by program."""
+    tick = os.sysconf("SC_CLK_TCK")
+    backends: dict[int, str] = {}
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, CASE WHEN pid = pg_backend_pid() THEN 'producer' "
+                "WHEN backend_type = 'client backend' THEN 'workers' "
+                "ELSE backend_type END FROM pg_stat_activity"
+            )
+            backends = dict(cursor.fetchall())
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        words = [a.decode(errors="replace") for a in argv]
+        if int(stat.parent.name) in backends:
+            comm = f"postgres ({backends[int(stat.parent.name)]})"
+        elif "runworker" in words:
+            comm = "runworker"
+        elif any(w.endswith("drive.py") or w == "bench.drive" for w in words):
+            comm = "producer"
+        used[comm] = used.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
 
 
 def attempts_beyond_one(ids: list[Any]) -> int:

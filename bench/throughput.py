@@ -142,10 +142,21 @@ def main() -> None:
                 print(
                     f"  {answer['tasks'] / answer['total_s']:.0f} tasks/s "
                     f"(enqueue {answer['enqueue_s']:.2f} s, "
-                    f"total {answer['total_s']:.2f} s)",
+                    f"total {answer['total_s']:.2f} s)" + producer_cpu(answer),
                     flush=True,
                 )
     report(args, plan, rows)
+
+
+def producer_cpu(answer: dict[str, Any]) -> str:
+    """The producer's time on a CPU and waiting for one, while it enqueued."""
+    if "producer_sched_s" not in answer:
+        return ""
+    on_cpu, waited = answer["producer_sched_s"]
+    return (
+        f"; producer on CPU {on_cpu:.2f} s, waiting for a CPU {waited:.2f} s; "
+        f"CPU s by program {answer.get('cpu_s')}"
+    )
 
 
 NAMES = {
