@@ -30,10 +30,10 @@ class GroupCommit[T, R]:
     """Run ``run_many`` (items -> a result or exception each) in batches.
 
     ``orphaned(pairs)`` gets the (item, result) pairs whose caller was cancelled
-    while it waited: a claim nobody will run must be handed back. In a burst
-    (the previous batch left less than ``linger`` seconds ago), a batch waits
-    ``linger`` seconds before it leaves, so that calls that can afford it travel
-    in bigger batches; a lone call never waits.
+    while it waited: a claim nobody will run must be handed back. In a burst,
+    batches leave at most every ``linger`` seconds (a batch waits until
+    ``linger`` has passed since the last one left), so that calls that can
+    afford it travel in bigger batches; a lone call never waits.
     """
 
     def __init__(
@@ -68,9 +68,12 @@ class GroupCommit[T, R]:
     async def _flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
-            if self.linger and loop.time() - self.last_left < self.linger:
-                await asyncio.sleep(self.linger)
             while self.pending:
+                # In a burst, batches leave ``linger`` apart: those that came
+                # while the last one was on its way wait for more to join.
+                wait = self.last_left + self.linger - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 batch = self.pending[:MAX_BATCH]
                 del self.pending[:MAX_BATCH]
                 self.last_left = loop.time()

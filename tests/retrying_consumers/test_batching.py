@@ -93,6 +93,27 @@ async def test_in_a_burst_linger_gathers_calls_spread_over_time() -> None:
     assert run.batches == [["lone"], ["a", "b"]]
 
 
+async def test_in_a_burst_calls_made_while_a_batch_runs_linger_too() -> None:
+    # A batch on its way for longer than the gaps between calls: what came
+    # meanwhile waits until ``linger`` has passed since that batch left, so
+    # later calls still join it, instead of leaving the moment the batch is back.
+    gate = asyncio.Event()
+    run = Recorder(gate)
+    commit = batching.GroupCommit(run, linger=0.2)
+    first = asyncio.create_task(commit("a"))
+    while not run.batches:
+        await asyncio.sleep(0)
+    second = asyncio.create_task(commit("b"))  # while "a" is on its way
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await first == "A"
+    await asyncio.sleep(0.02)  # "a" is back; "b" still waits
+    assert run.batches == [["a"]]
+    third = asyncio.create_task(commit("c"))
+    assert (await second, await third) == ("B", "C")
+    assert run.batches == [["a"], ["b", "c"]]
+
+
 async def test_a_lone_call_does_not_linger() -> None:
     run = Recorder()
     commit = batching.GroupCommit(run, linger=5)
