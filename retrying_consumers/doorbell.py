@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import logging
 import os
 import threading
@@ -29,9 +30,8 @@ SYNC_RING_TIMEOUT = 10.0
 RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
-#: Seconds a synchronous ring waits for others to join its message, when rings
-#: come in a burst (the last batch left less than this ago); a lone ring leaves
-#: at once.
+#: Seconds between sends of synchronous rings in a burst: the rings handed over
+#: meanwhile wait to go together. A lone ring leaves at once.
 RING_LINGER = 0.005
 
 
@@ -69,17 +69,6 @@ async def _send_ring_batch(
     return sent
 
 
-async def _send_sync_rings(tasks: list[TaskRecord]) -> list[bool | Exception]:
-    return await _send_ring_batch(tasks, SYNC_RING_TIMEOUT)
-
-
-def _sync_rings() -> GroupCommit[TaskRecord, bool]:
-    """The ring loop's batcher: in a burst, rings wait ``RING_LINGER`` to join."""
-    return group_commit(
-        "sync rings", lambda: GroupCommit(_send_sync_rings, linger=RING_LINGER)
-    )
-
-
 def rings_in(message: dict[str, Any]) -> list[Any]:
     """The rings one channel message carries: itself, or each ring of a batch."""
     if message.get("type") == RINGS_TYPE and isinstance(message.get("rings"), list):
@@ -97,13 +86,14 @@ def ring(task: TaskRecord) -> None:
 
     The ring is handed to this process's ring loop, which sends the rings
     handed to it meanwhile as one message per channel (up to
-    ``MAX_RINGS_PER_MESSAGE``; in a burst they wait ``RING_LINGER`` for more):
-    a burst of ``enqueue`` calls costs one channel send per batch, not per
-    task. A ring that fails or takes longer than ``SYNC_RING_TIMEOUT`` is
-    logged; the task stays queued and the scheduler rings it again. Rings not
-    yet sent when the process exits are sent at exit (see :func:`flush`).
+    ``MAX_RINGS_PER_MESSAGE``; in a burst, sends leave ``RING_LINGER`` apart,
+    and the rings handed over in between go together): a burst of ``enqueue``
+    calls costs one channel send per batch, not per task. A ring that fails or
+    takes longer than ``SYNC_RING_TIMEOUT`` is logged; the task stays queued
+    and the scheduler rings it again. Rings not yet sent when the process
+    exits are sent at exit (see :func:`flush`).
     """
-    _ring_loop().call_soon_threadsafe(lambda: _sync_rings().submit(task))
+    _handoff().put(task)
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -114,17 +104,73 @@ def flush(timeout: float | None = None) -> bool:
     """
     if _loop is None or _loop[0] != os.getpid():
         return True
-
-    async def drain() -> None:
-        await _sync_rings().wait()
-
-    future = asyncio.run_coroutine_threadsafe(drain(), _loop[1])
+    future = asyncio.run_coroutine_threadsafe(_loop[2].drained(), _loop[1])
     try:
         future.result(timeout=SYNC_RING_TIMEOUT if timeout is None else timeout)
     except TimeoutError:
         future.cancel()
         return False
     return True
+
+
+class _Handoff:
+    """Rings handed from any thread to the ring loop, which sends them.
+
+    Handing a ring over only appends it to a queue while the loop's sender is
+    already at work (lingering or sending); the loop is woken once per batch,
+    not once per ring.
+    """
+
+    #: Rings per send at most (split further into messages per channel).
+    MAX_BATCH = 500
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.queue: collections.deque[TaskRecord] = collections.deque()
+        self.sender: asyncio.Task[None] | None = None
+        self.waking = False  # the sender is running or about to be started
+        self.last_left = -float("inf")
+
+    def put(self, task: TaskRecord) -> None:
+        with self.lock:
+            self.queue.append(task)
+            if self.waking:
+                return
+            self.waking = True
+        self.loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:
+        self.sender = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        while True:
+            wait = self.last_left + RING_LINGER - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            with self.lock:
+                if not self.queue:
+                    self.waking = False
+                    self.sender = None
+                    return
+                count = min(len(self.queue), self.MAX_BATCH)
+                batch = [self.queue.popleft() for _ in range(count)]
+            self.last_left = self.loop.time()
+            try:
+                await _send_ring_batch(batch, SYNC_RING_TIMEOUT)
+            except Exception:  # _send_rings logs its own failures
+                logger.exception("could not send %s ring(s)", len(batch))
+
+    async def drained(self) -> None:
+        """Return once every ring handed over so far has been sent or failed."""
+        while True:
+            with self.lock:
+                if not self.waking:
+                    return
+            if self.sender is None:  # woken, not yet started: let it start
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(self.sender)
 
 
 async def _send_rings(
@@ -155,22 +201,33 @@ async def _send_rings(
 
 
 _loop_lock = threading.Lock()
-_loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+_loop: tuple[int, asyncio.AbstractEventLoop, _Handoff] | None = None
 
 
 def _ring_loop() -> asyncio.AbstractEventLoop:
     """The private, long-lived loop of this process (a forked child starts its
     own): ``async_to_sync`` would make a new loop, and with it a new Redis
     connection pool, for every ring."""
+    return _started()[1]
+
+
+def _handoff() -> _Handoff:
+    return _started()[2]
+
+
+def _started() -> tuple[int, asyncio.AbstractEventLoop, _Handoff]:
     global _loop
+    found = _loop
+    if found is not None and found[0] == os.getpid():
+        return found
     with _loop_lock:
         if _loop is None or _loop[0] != os.getpid():
             loop = asyncio.new_event_loop()
             threading.Thread(
                 target=loop.run_forever, name="retrying-consumers-ring", daemon=True
             ).start()
-            _loop = (os.getpid(), loop)
-        return _loop[1]
+            _loop = (os.getpid(), loop, _Handoff(loop))
+        return _loop
 
 
 atexit.register(flush)
