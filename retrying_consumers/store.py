@@ -12,13 +12,19 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import IntegrityError, close_old_connections, connections
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    IntegrityError,
+    close_old_connections,
+    connections,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -96,6 +102,16 @@ def create_task(
     return task, True
 
 
+def _writing_rows() -> AbstractContextManager[None]:
+    """:func:`writing` for a batch of ``sql`` row changes, except where the
+    batch is one statement, atomic by itself (PostgreSQL). Inside a caller's
+    transaction it still gets its savepoint, so that its failure does not
+    spoil the caller's transaction."""
+    if sql.one_statement() and not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+        return nullcontext()
+    return writing()
+
+
 def _live_with_key(key: str) -> TaskRecord | None:
     return (
         TaskRecord.objects.filter(idempotency_key=key)
@@ -137,7 +153,7 @@ def claim_many(
     """
     if not requests:
         return []
-    with writing():
+    with _writing_rows():
         claimed = sql.claim_rows(
             requests, worker=worker, lease_seconds=lease_seconds, now=timezone.now()
         )
@@ -191,7 +207,7 @@ def succeed_many(
     if not successes:
         return []
     now = timezone.now()
-    with writing():
+    with _writing_rows():
         ours = sql.succeed_rows(
             [success for success, _ in successes], worker=worker, now=now
         )
@@ -287,7 +303,7 @@ def fail_many(
                 end=end,
             )
         )
-    with writing():
+    with _writing_rows():
         return sql.fail_rows(rows, worker=worker, now=now)
 
 

@@ -18,6 +18,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from retrying_consumers import store
@@ -1070,3 +1071,129 @@ def test_a_batch_of_successes_without_results_stores_null() -> None:
         [(store.Success(task.id, 1, None), None)], worker=WORKER
     )
     assert done is not None and row(task.id)["result"] is None
+
+
+def test_fail_many_records_ours_and_closes_late_attempts_without_a_decision() -> None:
+    mine, late, lost = new_task(), new_task(), new_task()
+    for task in (mine, late, lost):
+        claim_next(task)
+    store.cancel(late.id)  # its outcome can no longer count
+    set_fields(lost.id, lease_expires_at=ago(1))
+    gone = Failure(Outcome.WORKER_LOST, "WorkerLost", "worker lost")
+    assert store.fail(lost.id, 1, worker=None, failure=gone, decision=RETRY)
+    items = [
+        store.FailedAttempt(task.id, 1, BOOM, RETRY) for task in (mine, late, lost)
+    ]
+    done = store.fail_many(items, worker=WORKER)
+    assert done[0] is not None and done[0].status == Status.RETRYING
+    assert done[1] is None and done[2] is None
+    assert row(late.id)["status"] == Status.CANCELLED
+    records = {
+        r["task_id"]: r
+        for r in AttemptRecord.objects.values(
+            "task_id", "outcome", "decision", "next_attempt_at", "error_class"
+        )
+    }
+    assert records[mine.id]["decision"] == "retry"
+    assert records[mine.id]["next_attempt_at"] == row(mine.id)["due_at"]
+    # The late attempt is closed with what it did, and no decision.
+    assert records[late.id] == {
+        "task_id": late.id,
+        "outcome": Outcome.FAILED,
+        "decision": "",
+        "next_attempt_at": None,
+        "error_class": BOOM.error_class,
+    }
+    # The lost worker's record was closed already; a late failure keeps it.
+    assert records[lost.id]["outcome"] == Outcome.WORKER_LOST
+    assert AttemptRecord.objects.filter(finished_at=None).count() == 0
+
+
+# The batch statements outside any transaction, as workers run them --------------
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="on SQLite a batch is several statements in a transaction",
+)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_that_cannot_record_its_attempt_takes_nothing_in_autocommit() -> None:
+    test_a_claim_that_cannot_record_its_attempt_takes_nothing()
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_on_postgresql_each_batch_is_one_statement() -> None:
+    first, second = new_task(), new_task()
+    with CaptureQueriesContext(connection) as claims:
+        won = store.claim_many(
+            [store.ClaimRequest(t.id, 1, DEFAULT_MAX) for t in (first, second)],
+            worker=WORKER,
+            lease_seconds=LEASE,
+        )
+    assert all(isinstance(task, TaskRecord) for task in won)
+    assert AttemptRecord.objects.count() == 2
+    with CaptureQueriesContext(connection) as successes:
+        store.succeed_many(
+            [(store.Success(first.id, 1, "ok"), won[0])],
+            worker=WORKER,
+        )
+    with CaptureQueriesContext(connection) as failures:
+        store.fail_many(
+            [store.FailedAttempt(second.id, 1, BOOM, GIVE_UP)], worker=WORKER
+        )
+    assert [len(c) for c in (claims, successes, failures)] == [1, 1, 1]
+    assert dict(AttemptRecord.objects.values_list("task_id", "outcome")) == {
+        first.id: Outcome.SUCCEEDED,
+        second.id: Outcome.FAILED,
+    }
+    assert row(second.id)["status"] == Status.DEAD
+
+
+@pytest.mark.django_db(transaction=True)
+@postgresql_only
+def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> None:
+    # Statistics gathered while every task had succeeded, then a burst of new
+    # tasks: the planner takes queued and running rows for rare, and indexes
+    # by status for the way to them, unless the statements leave it the key.
+    now = timezone.now()
+    TaskRecord.objects.bulk_create(
+        TaskRecord(
+            channel="c",
+            type="job.run",
+            status=Status.SUCCEEDED,
+            attempt=1,
+            finished_at=now,
+        )
+        for _ in range(2000)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
+    tasks = [new_task() for _ in range(300)]
+    for task in tasks[4:150]:
+        claim_next(task)
+    batch = tasks[:4]
+    with CaptureQueriesContext(connection) as claims:
+        store.claim_many(
+            [store.ClaimRequest(t.id, 1, DEFAULT_MAX) for t in batch],
+            worker=WORKER,
+            lease_seconds=LEASE,
+        )
+    with CaptureQueriesContext(connection) as successes:
+        store.succeed_many(
+            [(store.Success(t.id, 1, None), None) for t in batch[:2]], worker=WORKER
+        )
+    with CaptureQueriesContext(connection) as failures:
+        store.fail_many(
+            [store.FailedAttempt(t.id, 1, BOOM, RETRY) for t in batch[2:]],
+            worker=WORKER,
+        )
+    for captured in (claims, successes, failures):
+        statement = captured.captured_queries[0]["sql"]
+        assert statement.startswith("WITH ")
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + statement)
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+        assert "retrying_consumers_taskrecord_pkey" in plan, plan
+        assert "rc_task_" not in plan, plan
