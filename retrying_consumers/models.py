@@ -154,8 +154,19 @@ class TaskRecord(models.Model):
 class AttemptRecord(models.Model):
     """One execution of a task, stored once, with its error as text."""
 
+    # No foreign key in the database: PostgreSQL checks one with a plan it
+    # caches per connection, and a worker that starts on a young, small task
+    # table keeps a plan that reads the whole table, for every attempt it
+    # starts, until the table's statistics are next gathered. Attempts are
+    # written only for the task a claim has just updated, and Django deletes
+    # them with their task (CASCADE). The unique (task, number) index serves
+    # lookups by task.
     task = models.ForeignKey(
-        TaskRecord, on_delete=models.CASCADE, related_name="attempts"
+        TaskRecord,
+        on_delete=models.CASCADE,
+        related_name="attempts",
+        db_constraint=False,
+        db_index=False,
     )
     number = models.PositiveIntegerField()
     worker = models.CharField(max_length=200, blank=True)
