@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import SyncToAsync
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger("retrying_consumers.batching")
 
 #: Items per transaction at most; the rest go in the next one.
 MAX_BATCH = 100
+#: Seconds after a batch ran on a connection without error during which the
+#: next batch skips the connection's health check (``CONN_HEALTH_CHECKS``).
+HEALTHY_FOR = 1.0
 
 
 class GroupCommit[T, R]:
@@ -138,7 +143,51 @@ def in_database[T, R](
     return group_commit(
         key,
         lambda: GroupCommit(
-            database_sync_to_async(run_many),
-            database_sync_to_async(orphaned) if orphaned is not None else None,
+            StoreCall(run_many),
+            StoreCall(orphaned) if orphaned is not None else None,
         ),
     )
+
+
+class StoreCall(SyncToAsync[..., Any]):
+    """Channels' ``database_sync_to_async`` for batches a worker runs back to back.
+
+    The same thread and the same care of connections (old or broken ones are
+    closed before and after), except for one thing. With ``CONN_HEALTH_CHECKS``,
+    Django checks a connection before the first query of each call, with a
+    round trip (``SELECT 1`` on PostgreSQL): one more per batch than the batch
+    itself. A connection that ran a batch without error less than
+    ``HEALTHY_FOR`` seconds ago skips the check. If it broke since, the batch
+    fails as it would have, and the next call closes the connection (Django
+    checks a connection after any error).
+    """
+
+    def thread_handler(self, loop: Any, *args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        now = time.monotonic()
+        for conn in connections.all(initialized_only=True):
+            verified = _verified.get(conn)
+            if (
+                conn.connection is not None
+                and verified is not None
+                and verified[0] is conn.connection
+                and now - verified[1] < HEALTHY_FOR
+            ):
+                conn.health_check_done = True
+        try:
+            return super().thread_handler(loop, *args, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            now = time.monotonic()
+            for conn in connections.all(initialized_only=True):
+                if conn.connection is not None and not conn.errors_occurred:
+                    _verified[conn] = (conn.connection, now)
+                else:
+                    _verified.pop(conn, None)
+            close_old_connections()
+
+
+# Django's connection wrapper -> (its database connection, when a batch last
+# ran on it without error).
+_verified: weakref.WeakKeyDictionary[Any, tuple[Any, float]] = (
+    weakref.WeakKeyDictionary()
+)

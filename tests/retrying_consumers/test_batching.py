@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import DatabaseError, connections
 
 from retrying_consumers import attempts, batching, store
 from retrying_consumers.exceptions import TaskNotFound
-from retrying_consumers.models import AttemptRecord, Status
+from retrying_consumers.models import AttemptRecord, Status, TaskRecord
 from retrying_consumers.sql import ClaimRequest
 
 
@@ -217,3 +218,61 @@ async def test_a_claim_whose_attempt_was_cancelled_is_handed_back() -> None:
     assert (fresh.attempt, fresh.max_attempts) == (1, 4)
     attempt = await database_sync_to_async(AttemptRecord.objects.get)(task=task)
     assert attempt.outcome == "interrupted"
+
+
+# Store calls: Django's database thread, health checks only where they tell -----
+
+
+def count_health_checks(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """Each health check Django makes of a connection to the test database."""
+    checks: list[None] = []
+    wrapper = type(connections["default"])
+    is_usable = wrapper.is_usable
+
+    def counted(self: Any) -> bool:
+        checks.append(None)
+        return bool(is_usable(self))
+
+    monkeypatch.setattr(wrapper, "is_usable", counted)
+    return checks
+
+
+def count_tasks() -> int:
+    return TaskRecord.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_batches_back_to_back_skip_the_health_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert connections["default"].settings_dict["CONN_HEALTH_CHECKS"]
+    checks = count_health_checks(monkeypatch)
+    call = batching.StoreCall(count_tasks)
+    for _ in range(3):
+        assert await call() == 0
+    assert len(checks) <= 1  # the first call's, if the connection was new
+    # Once HEALTHY_FOR has passed, each call checks again, as Django does.
+    monkeypatch.setattr(batching, "HEALTHY_FOR", 0.0)
+    before = len(checks)
+    await call()
+    await call()
+    assert len(checks) == before + 2
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_batch_after_a_database_error_checks_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks = count_health_checks(monkeypatch)
+
+    def broken() -> None:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT * FROM no_such_table")
+
+    call = batching.StoreCall(count_tasks)
+    await call()
+    with pytest.raises(DatabaseError):
+        await batching.StoreCall(broken)()
+    before = len(checks)
+    assert await call() == 0
+    assert len(checks) == before + 1
