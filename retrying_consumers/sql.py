@@ -202,8 +202,8 @@ class _Statements:
         )
         self.take_rings = (
             f"UPDATE {task} SET {tc('status')} = %s, {tc('due_at')} = %s, "
-            f"{tc('updated_at')} = %s WHERE {tc('status')} IN (%s, %s) "
-            f"AND {tc('due_at')} <= %s AND {tc('id')} IN "
+            f"{tc('updated_at')} = %s WHERE CASE WHEN {tc('status')} IN (%s, %s) "
+            f"THEN {tc('due_at')} <= %s ELSE FALSE END AND {tc('id')} IN "
         )
         self.take_rings_tail = f" RETURNING {columns}"
         # Closes the attempt records of successes: ours, and late ones of this
@@ -294,9 +294,10 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
 
 
 def one_statement(using: str = DEFAULT_DB_ALIAS) -> bool:
-    """Whether :func:`claim_rows`, :func:`succeed_rows` and :func:`fail_rows`
-    run as one statement on ``using`` (PostgreSQL): atomic without a
-    transaction around them, which would only add its BEGIN and COMMIT."""
+    """Whether :func:`claim_rows`, :func:`succeed_rows`, :func:`fail_rows` and
+    :func:`take_rings` run as one statement on ``using`` (PostgreSQL): atomic
+    without a transaction around them, which would only add its BEGIN and
+    COMMIT."""
     return _statements(connections[using]).one_statement
 
 

@@ -364,7 +364,7 @@ def take_rings(
     task_ids: Sequence[uuid.UUID], *, ring_timeout: float
 ) -> list[TaskRecord | None]:
     """:func:`take_ring` for several tasks in one UPDATE, in order."""
-    with writing():
+    with _writing_rows():
         taken = sql.take_rings(task_ids, ring_timeout=ring_timeout, now=timezone.now())
     return [taken.pop(task_id, None) for task_id in task_ids]
 

@@ -1189,9 +1189,11 @@ def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> No
             [store.FailedAttempt(t.id, 1, BOOM, RETRY) for t in batch[2:]],
             worker=WORKER,
         )
-    for captured in (claims, successes, failures):
+    with CaptureQueriesContext(connection) as rings:
+        store.take_rings([t.id for t in tasks[150:154]], ring_timeout=RING)
+    for captured in (claims, successes, failures, rings):
         statement = captured.captured_queries[0]["sql"]
-        assert statement.startswith("WITH ")
+        assert statement.startswith(("WITH ", "UPDATE "))
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN " + statement)
             plan = "\n".join(line for (line,) in cursor.fetchall())
