@@ -11,9 +11,9 @@ from project.settings import *  # noqa: F403
 
 ASGI_APPLICATION = "bench.app.application"
 
-# Experiment knob, off by default: BENCH_CONN_MAX_AGE=60 keeps database
-# connections open between queries (the project's settings close them after
-# every request and every database_sync_to_async call).
+# Experiment knob, off by default: BENCH_CONN_MAX_AGE=N sets how long bench
+# processes keep a database connection (the project's DATABASE_CONN_MAX_AGE,
+# 60 s by default, otherwise).
 if os.environ.get("BENCH_CONN_MAX_AGE"):
     DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ["BENCH_CONN_MAX_AGE"])  # noqa: F405
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
