@@ -62,18 +62,28 @@ class Hub:
 
     async def _read(self, channel: str) -> None:
         backoff = 0.1
+        lost_at: float | None = None  # when the current outage began
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 message = await self.layer.receive(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                logger.warning(
-                    "hub lost the channel layer, retrying in %.1f s: %s", backoff, err
-                )
+                # Once per outage; the retries every few seconds go to DEBUG.
+                log = logger.warning if lost_at is None else logger.debug
+                log("hub lost the channel layer, retrying in %.1f s: %s", backoff, err)
+                if lost_at is None:
+                    lost_at = loop.time()
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
+            if lost_at is not None:
+                logger.warning(
+                    "hub reached the channel layer again after %.1f s",
+                    loop.time() - lost_at,
+                )
+                lost_at = None
             backoff = 0.1
             await self._hand_out(message)
 
