@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import logging
 import os
 import threading
@@ -113,64 +112,63 @@ def flush(timeout: float | None = None) -> bool:
     return True
 
 
+async def _send_sync_rings(tasks: list[TaskRecord]) -> list[bool | Exception]:
+    return await _send_ring_batch(tasks, SYNC_RING_TIMEOUT)
+
+
+def _sync_rings() -> GroupCommit[TaskRecord, bool]:
+    """The ring loop's batcher: in a burst, sends leave ``RING_LINGER`` apart."""
+    return group_commit(
+        "sync rings", lambda: GroupCommit(_send_sync_rings, linger=RING_LINGER)
+    )
+
+
 class _Handoff:
-    """Rings handed from any thread to the ring loop, which sends them.
+    """Rings handed from any thread to the ring loop's batcher.
 
-    Handing a ring over only appends it to a queue while the loop's sender is
-    already at work (lingering or sending); the loop is woken once per batch,
-    not once per ring.
+    The batcher (a :class:`GroupCommit` lingering ``RING_LINGER`` in a burst)
+    decides what travels together. Handing a ring over only appends it to a
+    queue; the loop is woken when the queue was empty, and while rings keep
+    coming it takes the queue every ``RING_LINGER`` on its own, so a burst
+    wakes it once per batch, not once per ring.
     """
-
-    #: Rings per send at most (split further into messages per channel).
-    MAX_BATCH = 500
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.lock = threading.Lock()
-        self.queue: collections.deque[TaskRecord] = collections.deque()
-        self.sender: asyncio.Task[None] | None = None
-        self.waking = False  # the sender is running or about to be started
-        self.last_left = -float("inf")
+        self.queue: list[TaskRecord] = []
+        self.awake = False  # the loop takes the queue without being woken
 
     def put(self, task: TaskRecord) -> None:
         with self.lock:
             self.queue.append(task)
-            if self.waking:
+            if self.awake:
                 return
-            self.waking = True
-        self.loop.call_soon_threadsafe(self._start)
+            self.awake = True
+        self.loop.call_soon_threadsafe(self.take)
 
-    def _start(self) -> None:
-        self.sender = self.loop.create_task(self._send())
-
-    async def _send(self) -> None:
-        while True:
-            wait = self.last_left + RING_LINGER - self.loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            with self.lock:
-                if not self.queue:
-                    self.waking = False
-                    self.sender = None
-                    return
-                count = min(len(self.queue), self.MAX_BATCH)
-                batch = [self.queue.popleft() for _ in range(count)]
-            self.last_left = self.loop.time()
-            try:
-                await _send_ring_batch(batch, SYNC_RING_TIMEOUT)
-            except Exception:  # _send_rings logs its own failures
-                logger.exception("could not send %s ring(s)", len(batch))
+    def take(self) -> None:
+        """Hand the queued rings to the batcher (in the ring loop)."""
+        with self.lock:
+            tasks, self.queue = self.queue, []
+            self.awake = bool(tasks)
+        if tasks:
+            batcher = _sync_rings()
+            for task in tasks:
+                batcher.submit(task)
+            self.loop.call_later(RING_LINGER, self.take)
 
     async def drained(self) -> None:
         """Return once every ring handed over so far has been sent or failed."""
         while True:
             with self.lock:
-                if not self.waking:
+                queued = bool(self.queue)
+            if queued:
+                self.take()
+            await _sync_rings().wait()
+            with self.lock:
+                if not self.queue:
                     return
-            if self.sender is None:  # woken, not yet started: let it start
-                await asyncio.sleep(0)
-            else:
-                await asyncio.shield(self.sender)
 
 
 async def _send_rings(
