@@ -333,7 +333,7 @@ def claim_rows(
     One UPDATE for all of them; each matches only a task at its
     ``attempt - 1`` that is queued, or retrying and due, so of two requests for
     the same attempt one loses. Each winner gets its attempt record. Run inside
-    a transaction.
+    a transaction unless :func:`one_statement`.
     """
     if not requests:
         return []
@@ -404,7 +404,8 @@ def succeed_rows(
 
     One UPDATE of the tasks and one of their attempt records for the whole
     batch. A late success still closes its own attempt record (as an orphan),
-    so the attempt's history is complete. Run inside a transaction.
+    so the attempt's history is complete. Run inside a transaction unless
+    :func:`one_statement`.
     """
     if not successes:
         return []
@@ -474,7 +475,8 @@ def fail_rows(
     One UPDATE of the tasks and one of their attempt records for the whole
     batch. ``worker=None`` matches any lease owner whose lease has expired (a
     lost worker). A late failure of ``worker`` still closes its own attempt
-    record, without a decision. Run inside a transaction.
+    record, without a decision. Run inside a transaction unless
+    :func:`one_statement`.
     """
     if not failures:
         return []
@@ -571,7 +573,8 @@ def take_rings(
     """Take the rings of the due tasks among ``task_ids``, in one UPDATE.
 
     Each becomes (or stays) queued with its ``due_at`` moved on by
-    ``ring_timeout``. Returns the tasks taken, by id. Run inside a transaction.
+    ``ring_timeout``. Returns the tasks taken, by id. One statement: atomic
+    alone.
     """
     if not task_ids:
         return {}
