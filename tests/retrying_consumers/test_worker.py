@@ -123,6 +123,12 @@ def due_retry() -> Any:
     return task.id
 
 
+async def occupy_a_slot(app: Recorder) -> None:
+    """Send a blocker to the channel and wait until a slot runs it."""
+    await get_channel_layer().send(CHANNEL, ring("blocker"))
+    await app.wait_seen(1)
+
+
 def queued_in_redis(redis_client: Any) -> int:
     return int(redis_client.zcard(get_channel_layer().prefix + CHANNEL))
 
@@ -143,8 +149,7 @@ async def test_a_due_retry_takes_the_next_free_slot_ahead_of_the_channel(
     app = Recorder()
     layer = get_channel_layer()
     async with running_worker(app, monkeypatch, concurrency=1) as worker:
-        await layer.send(CHANNEL, ring("blocker"))
-        await app.wait_seen(1)
+        await occupy_a_slot(app)
         await layer.send(CHANNEL, ring("first"))  # waits in Redis: no free slot
         assert await worker.run_due(uuid.uuid4(), CHANNEL, ring("retry", 2))
         assert list(worker.due[CHANNEL])  # held, not rung
@@ -157,10 +162,8 @@ async def test_a_held_retry_waits_while_slots_keep_freeing_up(
 ) -> None:
     monkeypatch.setattr(worker_module, "DUE_HOLD", 0.05)
     app = Recorder(seconds=0.03)  # the last of four starts 90 ms after the first
-    layer = get_channel_layer()
     async with running_worker(app, monkeypatch, concurrency=1) as worker:
-        await layer.send(CHANNEL, ring("blocker"))
-        await app.wait_seen(1)
+        await occupy_a_slot(app)
         for n in range(4):
             assert await worker.run_due(uuid.uuid4(), CHANNEL, ring(f"r{n}", 2))
         app.unblock.set()
@@ -186,10 +189,8 @@ async def test_a_due_retry_is_held_while_an_attempt_of_its_channel_runs(
     # One slot runs the blocker, the listener waits with the other: the
     # blocker's slot frees up first, so the retry waits for it.
     app = Recorder()
-    layer = get_channel_layer()
     async with running_worker(app, monkeypatch, concurrency=2) as worker:
-        await layer.send(CHANNEL, ring("blocker"))
-        await app.wait_seen(1)
+        await occupy_a_slot(app)
         await until(lambda: CHANNEL in worker.receiving, 5, "listener", in_loop=True)
         assert await worker.run_due(uuid.uuid4(), CHANNEL, ring("retry", 2))
         assert list(worker.due[CHANNEL])
@@ -203,11 +204,9 @@ async def test_a_held_retry_is_rung_to_the_channel_when_no_slot_frees_up(
 ) -> None:
     monkeypatch.setattr(worker_module, "DUE_HOLD", 0.05)
     app = Recorder()
-    layer = get_channel_layer()
     task_id = await database_sync_to_async(due_retry)()
     async with running_worker(app, monkeypatch, concurrency=1) as worker:
-        await layer.send(CHANNEL, ring("blocker"))
-        await app.wait_seen(1)
+        await occupy_a_slot(app)
         assert await worker.run_due(task_id, CHANNEL, ring(task_id, 2))
         await until(  # rung for any worker
             lambda: queued_in_redis(redis_client), 5, "the ring", in_loop=True
@@ -228,8 +227,7 @@ async def test_retries_held_at_shutdown_are_rung_to_the_channel(
     async with running_worker(
         app, monkeypatch, concurrency=1, grace_period=0.1
     ) as worker:
-        await layer.send(CHANNEL, ring("blocker"))
-        await app.wait_seen(1)
+        await occupy_a_slot(app)
         assert await worker.run_due(task_id, CHANNEL, ring(task_id, 2))
         worker._on_signal(signal.SIGTERM)
         assert not await worker.run_due(uuid.uuid4(), CHANNEL, ring("late", 2))
