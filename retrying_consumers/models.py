@@ -76,12 +76,14 @@ class TaskRecord(models.Model):
     error_class = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
     reason = models.CharField(max_length=500, blank=True)
+    # Indexed by rc_task_owner, whose first column it is.
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,
     )
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -91,6 +93,10 @@ class TaskRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every index gets an entry for each new version of a row: an UPDATE
+        # that changes the status writes to all of them. Indexes that only
+        # some rows need are partial, so that a task writes about a dozen
+        # index entries in its life instead of two dozen.
         indexes = [
             # The scheduler's scans touch only unfinished rows.
             models.Index(
@@ -104,15 +110,26 @@ class TaskRecord(models.Model):
                 condition=Q(status="running"),
             ),
             models.Index(fields=["status", "channel"], name="rc_task_status_channel"),
-            models.Index(fields=["owner", "-created_at"], name="rc_task_owner"),
+            # Queries by owner name one, and retention asks for tasks finished
+            # before a time: rows without one are never looked up here.
+            models.Index(
+                fields=["owner", "-created_at"],
+                name="rc_task_owner",
+                condition=Q(owner__isnull=False),
+            ),
             models.Index(fields=["-created_at"], name="rc_task_created"),
-            models.Index(fields=["status", "finished_at"], name="rc_task_finished"),
+            models.Index(
+                fields=["status", "finished_at"],
+                name="rc_task_finished",
+                condition=Q(finished_at__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
                 fields=["idempotency_key"],
                 name="rc_task_idempotency_key",
-                condition=Q(status__in=["queued", "running", "retrying", "succeeded"]),
+                condition=Q(idempotency_key__isnull=False)
+                & Q(status__in=["queued", "running", "retrying", "succeeded"]),
             ),
         ]
 

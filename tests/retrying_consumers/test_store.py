@@ -251,6 +251,39 @@ def test_different_or_missing_idempotency_keys_make_separate_tasks() -> None:
     assert len(ids) == 4
 
 
+def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
+    # Excluding dead and cancelled instead of naming the statuses the unique
+    # index covers read every row of the table, at every keyed enqueue.
+    now = timezone.now()
+    TaskRecord.objects.bulk_create(
+        TaskRecord(
+            channel="c",
+            type="job.run",
+            status=Status.SUCCEEDED,
+            idempotency_key=f"order-{n}",
+            finished_at=now,
+        )
+        for n in range(500)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
+    with CaptureQueriesContext(connection) as lookups:
+        again, created = store.create_task(
+            channel="c",
+            type="job.run",
+            payload={},
+            ring_timeout=RING,
+            idempotency_key="order-7",
+        )
+    assert created is False and again.idempotency_key == "order-7"
+    assert len(lookups) == 1
+    with connection.cursor() as cursor:
+        explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+        cursor.execute(explain + lookups[0]["sql"])
+        plan = "\n".join(str(row) for row in cursor.fetchall())
+    assert "rc_task_idempotency_key" in plan, plan
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creates_with_one_idempotency_key_make_one_task() -> None:
     def create() -> tuple[uuid.UUID, bool]:
