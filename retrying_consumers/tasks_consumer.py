@@ -89,6 +89,10 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
     worker_concurrency = 4
     _attempt: _Attempt | None = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _announce_finished_for(cls)
+
     async def django_task(self, message: dict[str, Any]) -> Any:
         """Run the task function of ``message`` and return its JSON value."""
         self._attempt = None
@@ -206,8 +210,20 @@ async def _announce_finished(sender: Any, task: TaskRecord, **kwargs: Any) -> No
     await send_signal(task_finished, type(backend), task_result=result)
 
 
-for _signal in (signals.task_succeeded, signals.task_dead, signals.task_discarded):
-    _signal.connect(_announce_finished, dispatch_uid="django-task-finished")
+def _announce_finished_for(sender: type) -> None:
+    """Have ``sender``'s final outcomes announced as Django's ``task_finished``.
+
+    Connected per sender, not for all of them: every success of every other
+    consumer would otherwise run the receiver, for nothing.
+    """
+    for signal in (signals.task_succeeded, signals.task_dead, signals.task_discarded):
+        signal.connect(_announce_finished, sender, dispatch_uid="django-task-finished")
+
+
+_announce_finished_for(DjangoTaskConsumer)
+# The scheduler's outcomes of lost workers, when no consumer is routed to the
+# task's channel in the process that finds it.
+_announce_finished_for(object)
 
 
 def django_task_routes(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator
@@ -37,7 +38,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from tenacity import wait_fixed
 
-from retrying_consumers import producer
+from retrying_consumers import RetryMixin, producer, signals
 from retrying_consumers.conf import worker_id
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord
 from retrying_consumers.policy import RetryPolicy
@@ -222,6 +223,35 @@ async def test_success_maps_to_successful_with_signals(worker, sent) -> None:
         ("started", ChannelsBackend, "RUNNING", result.id),
         ("finished", ChannelsBackend, "SUCCESSFUL", result.id),
     ]
+
+
+class QuickConsumer(DjangoTaskConsumer):
+    retry_policy = RetryPolicy(max_attempts=1)
+
+
+async def test_a_subclass_announces_django_task_finished(sent) -> None:
+    worker = await consumer(QuickConsumer)
+    try:
+        result = await defs.add.aenqueue(1, 1)
+        await run_next(worker)
+        await until(result, finished, "success")
+        await until_sent(sent, "finished")
+    finally:
+        worker.stop(exceptions=False)
+    assert sent[-1] == ("finished", ChannelsBackend, "SUCCESSFUL", result.id)
+
+
+def test_other_consumers_outcomes_run_no_task_finished_receiver() -> None:
+    class Plain(RetryMixin, AsyncConsumer):
+        pass
+
+    final = (signals.task_succeeded, signals.task_dead, signals.task_discarded)
+    # (task_dead has the library's dead-task mail for every sender.)
+    assert not signals.task_succeeded.has_listeners(Plain)
+    assert not signals.task_discarded.has_listeners(Plain)
+    assert all(signal.has_listeners(QuickConsumer) for signal in final)
+    # The scheduler's lost-worker outcomes, when no consumer is known.
+    assert all(signal.has_listeners(object) for signal in final)
 
 
 async def test_a_running_task_sees_itself_running(worker) -> None:
