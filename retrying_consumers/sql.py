@@ -314,10 +314,32 @@ def insert_task(task: TaskRecord, *, using: str = DEFAULT_DB_ALIAS) -> None:
         if value is None or not (plain and type(value) in _PLAIN):
             value = field.get_db_prep_save(value, connection)
         values.append(value)
-    with connection.cursor() as cursor:
+    with _bound_cursor(connection) as cursor:
         cursor.execute(s.insert, values)
     task._state.adding = False
     task._state.db = using
+
+
+def _bound_cursor(connection: BaseDatabaseWrapper) -> Any:
+    """A cursor that sends the values apart from the statement, on PostgreSQL.
+
+    Django's psycopg cursors bind on the client: every value is quoted into
+    the statement's text, which for the task INSERT costs a producer more CPU
+    than everything else it does in ``enqueue``. The statement is not
+    prepared (connection poolers in transaction mode could not keep it); it
+    is still one round trip. Django's wrapper is kept: execute wrappers, error
+    translation and the query log work as with ``connection.cursor()``.
+    """
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    import psycopg
+
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    cursor = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(cursor)
+    return connection.make_cursor(cursor)
 
 
 def claim_rows(

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from retrying_consumers import sql as sql_module
 from retrying_consumers import store
 from retrying_consumers.conf import LibrarySettings
 from retrying_consumers.exceptions import TaskNotFound
@@ -189,6 +190,31 @@ def test_create_task_writes_a_queued_task_due_for_a_ring_check() -> None:
     assert stored.started_at is None
     assert stored.owner_id is None
     assert attempts(task.id) == []
+
+
+def test_the_task_insert_keeps_djangos_cursor_hooks() -> None:
+    # On PostgreSQL the values travel apart from the statement (no quoting
+    # into its text); execute wrappers still see the INSERT, and a clash
+    # still raises Django's IntegrityError.
+    seen: list[tuple[str, Any]] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any):
+        seen.append((sql, context["cursor"].cursor))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        task, _ = store.create_task(
+            channel="c", type="job.run", payload={"quote": "it's"}, ring_timeout=RING
+        )
+    [(sql, raw)] = seen
+    assert sql.startswith("INSERT INTO")
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        assert not isinstance(raw, psycopg.ClientCursor)
+    assert TaskRecord.objects.get(pk=task.id).payload == {"quote": "it's"}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        sql_module.insert_task(TaskRecord.objects.get(pk=task.id))
 
 
 def test_create_task_keeps_max_attempts_and_owner() -> None:
