@@ -149,7 +149,7 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
         task.max_attempts or policy.max_attempts,
         task.payload,
     )
-    heartbeat = asyncio.create_task(_heartbeat(task, lib.lease_seconds, policy))
+    heartbeat = Heartbeat(task, lib.lease_seconds, policy)
     task_token = current_task.set(context)
     progress_token = current_reporter.set(reporter)
     try:
@@ -207,35 +207,62 @@ async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> 
         raise
 
 
-async def _heartbeat(
-    task: TaskRecord, lease_seconds: float, policy: RetryPolicy
-) -> None:
-    """Renew the lease until the attempt ends, or until its time limit has passed.
+class Heartbeat:
+    """Renew the attempt's lease every third of it, until the attempt ends, or
+    until its time limit has passed.
 
     A handler that hangs past its limit (a thread cannot be killed) stops being
-    renewed, so its lease expires and the scheduler takes the task back.
+    renewed, so its lease expires and the scheduler takes the task back. The
+    renewals start from a timer: most attempts end before the first one, and a
+    timer costs less to set and cancel than a task.
     """
-    me = worker_id()
-    deadline = None
-    if policy.time_limit is not None:
-        deadline = time.monotonic() + policy.time_limit + lease_seconds / 3
-    while deadline is None or time.monotonic() < deadline:
-        await asyncio.sleep(lease_seconds / 3)
-        try:
-            kept = await store.aextend_lease(
-                task.id, task.attempt, worker=me, lease_seconds=lease_seconds
-            )
-        except Exception:
-            logger.warning("lease renewal failed: task_id=%s", task.id, exc_info=True)
-            continue
-        if not kept:
-            logger.warning(
-                "lease lost (task cancelled or taken over): task_id=%s attempt=%s",
-                task.id,
-                task.attempt,
-                extra={"task_id": str(task.id)},
-            )
-            return
+
+    def __init__(
+        self, task: TaskRecord, lease_seconds: float, policy: RetryPolicy
+    ) -> None:
+        self.interval = lease_seconds / 3
+        self.deadline = None
+        if policy.time_limit is not None:
+            self.deadline = time.monotonic() + policy.time_limit + self.interval
+        self.job: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(
+            self.interval, self._start, task, lease_seconds
+        )
+
+    def _start(self, task: TaskRecord, lease_seconds: float) -> None:
+        self.job = asyncio.get_running_loop().create_task(
+            self._renew(task, lease_seconds)
+        )
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+        if self.job is not None:
+            self.job.cancel()
+
+    async def _renew(self, task: TaskRecord, lease_seconds: float) -> None:
+        me = worker_id()
+        while True:
+            try:
+                kept = await store.aextend_lease(
+                    task.id, task.attempt, worker=me, lease_seconds=lease_seconds
+                )
+            except Exception:
+                logger.warning(
+                    "lease renewal failed: task_id=%s", task.id, exc_info=True
+                )
+            else:
+                if not kept:
+                    logger.warning(
+                        "lease lost (task cancelled or taken over): "
+                        "task_id=%s attempt=%s",
+                        task.id,
+                        task.attempt,
+                        extra={"task_id": str(task.id)},
+                    )
+                    return
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                return
+            await asyncio.sleep(self.interval)
 
 
 async def _interrupted(task: TaskRecord, reporter: ProgressReporter) -> None:

@@ -114,6 +114,22 @@ class LongSyncWorker(RetryMixin, SyncConsumer):
         return "kept"
 
 
+class HungSyncWorker(RetryMixin, SyncConsumer):
+    retry_policy = RetryPolicy(max_attempts=1, time_limit=0.1)
+
+    def job_hang(self, message: dict[str, Any]) -> str:
+        time.sleep(1.5)  # past its time limit, and its lease of 0.3 s
+        return "late"
+
+
+class SlowWorker(RetryMixin, AsyncConsumer):
+    retry_policy = RetryPolicy(max_attempts=1)
+
+    async def job_slow(self, message: dict[str, Any]) -> str:
+        await asyncio.sleep(1.0)
+        return "slow"
+
+
 @pytest.fixture(autouse=True)
 def _reset(redis_client: Any) -> None:
     calls.clear()
@@ -424,6 +440,51 @@ async def test_a_long_sync_handler_keeps_its_lease(settings) -> None:
     ).status == Status.RUNNING
     done = await until(status_is(task, Status.SUCCEEDED), what="success")
     assert done.result == "kept"
+    comm.stop(exceptions=False)
+
+
+async def test_a_sync_handler_hung_past_its_time_limit_loses_its_lease(
+    settings,
+) -> None:
+    # Renewals stop a third of a lease after the time limit: the lease runs
+    # out while the thread still runs, and the scheduler may take it back.
+    settings.RETRYING_CONSUMERS = {"LEASE_SECONDS": 0.3}
+    comm = ApplicationCommunicator(
+        HungSyncWorker.as_asgi(), {"type": "channel", "channel": CHANNEL}
+    )
+    task = await make_task("job.hang")
+    await comm.send_input(ring(task))
+    await until(status_is(task, Status.RUNNING), own_thread=True)
+    expired = await until(
+        lambda: store.expired_lease_ids(),
+        what="the lease to run out",
+        own_thread=True,
+    )
+    assert expired == [(task.id, 1)]
+    still = await sync_to_async(store.get_task, thread_sensitive=False)(task.id)
+    assert still.status == Status.RUNNING  # the handler has not returned yet
+    await until(attempt_failed(task), what="the late outcome", own_thread=True)
+    comm.stop(exceptions=False)
+
+
+async def test_a_lease_lost_while_running_is_logged_once(settings, caplog) -> None:
+    settings.RETRYING_CONSUMERS = {"LEASE_SECONDS": 0.3}
+    comm = ApplicationCommunicator(
+        SlowWorker.as_asgi(), {"type": "channel", "channel": CHANNEL}
+    )
+    task = await make_task("job.slow")
+    with caplog.at_level(logging.WARNING, logger="retrying_consumers.consumers"):
+        await comm.send_input(ring(task))
+        await until(status_is(task, Status.RUNNING))
+        await database_sync_to_async(store.cancel)(task.id, reason="by hand")
+        await until(status_is(task, Status.CANCELLED))
+        await until(
+            lambda: "lease lost" in caplog.text, in_loop=True, what="the warning"
+        )
+        await asyncio.sleep(0.3)  # a renewal period: no second warning
+    lost = [r for r in caplog.records if "lease lost" in r.getMessage()]
+    assert len(lost) == 1
+    assert lost[0].task_id == str(task.id)
     comm.stop(exceptions=False)
 
 
