@@ -324,11 +324,14 @@ def _bound_cursor(connection: BaseDatabaseWrapper) -> Any:
     """A cursor that sends the values apart from the statement, on PostgreSQL.
 
     Django's psycopg cursors bind on the client: every value is quoted into
-    the statement's text, which for the task INSERT costs a producer more CPU
-    than everything else it does in ``enqueue``. The statement is not
-    prepared (connection poolers in transaction mode could not keep it); it
-    is still one round trip. Django's wrapper is kept: execute wrappers, error
-    translation and the query log work as with ``connection.cursor()``.
+    the statement's text, which the server then parses back. For the task
+    INSERT that was the biggest part of a producer's CPU in ``enqueue``; for
+    a batch of claims, a statement with dozens of values, it tripled the
+    client's CPU and the server's time (measured in ``docs/benchmarks.md``).
+    The statements are not prepared (connection poolers in transaction mode
+    could not keep them), so the server still plans each with its values.
+    Django's wrapper is kept: execute wrappers, error translation and the
+    query log work as with ``connection.cursor()``.
     """
     if connection.vendor != "postgresql":
         return connection.cursor()
@@ -375,7 +378,7 @@ def claim_rows(
             f"SELECT {s.columns} FROM claimed"
         )
         params += [worker, stamp, str(Outcome.RUNNING)]
-    with s.connection.cursor() as cursor:
+    with _bound_cursor(s.connection) as cursor:
         cursor.execute(sql, params)
         won = {
             (task.id, task.attempt): task
@@ -410,7 +413,7 @@ def existing_ids(
     s = _statements(connections[using])
     connection = s.connection
     marks = ", ".join(["%s"] * len(task_ids))
-    with connection.cursor() as cursor:
+    with _bound_cursor(connection) as cursor:
         cursor.execute(f"{s.existing}({marks})", [s.task_id(i) for i in task_ids])
         return {s.convert("id", row[0]) for row in cursor.fetchall()}
 
@@ -446,7 +449,7 @@ def succeed_rows(
     for key, x in zip(keys, successes, strict=True):
         finish_params += [key, x.attempt]
     finish_params += [*keys, worker]
-    with s.connection.cursor() as cursor:
+    with _bound_cursor(s.connection) as cursor:
         if s.one_statement:
             cursor.execute(
                 f"WITH done AS ({sql}), closed AS ({finish}) SELECT * FROM done",
@@ -542,7 +545,7 @@ def fail_rows(
             )
         ]
 
-    with s.connection.cursor() as cursor:
+    with _bound_cursor(s.connection) as cursor:
         if s.one_statement:
             close = (
                 s.close_failed_head
@@ -612,7 +615,7 @@ def take_rings(
         stamp,
         *(s.task_id(i) for i in task_ids),
     ]
-    with s.connection.cursor() as cursor:
+    with _bound_cursor(s.connection) as cursor:
         cursor.execute(f"{s.take_rings}({marks}){s.take_rings_tail}", params)
         tasks = [s.task_from_row(row) for row in cursor.fetchall()]
     return {task.id: task for task in tasks}

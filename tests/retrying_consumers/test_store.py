@@ -1210,6 +1210,19 @@ def test_on_postgresql_each_batch_is_one_statement() -> None:
     assert row(second.id)["status"] == Status.DEAD
 
 
+@contextmanager
+def statements() -> Iterator[list[tuple[str, Any]]]:
+    """The statements run meanwhile, with their parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any):
+        seen.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        yield seen
+
+
 @pytest.mark.django_db(transaction=True)
 @postgresql_only
 def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> None:
@@ -1233,28 +1246,28 @@ def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> No
     for task in tasks[4:150]:
         claim_next(task)
     batch = tasks[:4]
-    with CaptureQueriesContext(connection) as claims:
+    with statements() as claims:
         store.claim_many(
             [store.ClaimRequest(t.id, 1, DEFAULT_MAX) for t in batch],
             worker=WORKER,
             lease_seconds=LEASE,
         )
-    with CaptureQueriesContext(connection) as successes:
+    with statements() as successes:
         store.succeed_many(
             [(store.Success(t.id, 1, None), None) for t in batch[:2]], worker=WORKER
         )
-    with CaptureQueriesContext(connection) as failures:
+    with statements() as failures:
         store.fail_many(
             [store.FailedAttempt(t.id, 1, BOOM, RETRY) for t in batch[2:]],
             worker=WORKER,
         )
-    with CaptureQueriesContext(connection) as rings:
+    with statements() as rings:
         store.take_rings([t.id for t in tasks[150:154]], ring_timeout=RING)
     for captured in (claims, successes, failures, rings):
-        statement = captured.captured_queries[0]["sql"]
+        statement, params = captured[0]
         assert statement.startswith(("WITH ", "UPDATE "))
         with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN " + statement)
+            cursor.execute("EXPLAIN " + statement, params)
             plan = "\n".join(line for (line,) in cursor.fetchall())
         assert "retrying_consumers_taskrecord_pkey" in plan, plan
         assert "rc_task_" not in plan, plan
