@@ -18,7 +18,9 @@ from typing import Any
 from bench.common import PYTHON, Bench, Database, Proc, drive, start_workers, stopping
 from project.devrun import BASE_DIR
 
-VENV_BIN = BASE_DIR / ".venv" / "bin"
+# The compared systems' commands, installed beside the interpreter running the
+# bench (the checkout's virtualenv may not be the one).
+VENV_BIN = Path(PYTHON).parent
 
 
 def _bin(name: str) -> str:
