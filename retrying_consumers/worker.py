@@ -153,6 +153,9 @@ class RetryingWorker:
         self.routes = _channel_routes(application)
         self.inflight: dict[asyncio.Future[None], str | None] = {}
         self.pools: dict[str, list[_Instance]] = {c: [] for c in self.channels}
+        # Instances whose message is done, the last freed last: each takes its
+        # next message from here, without a look at the whole pool.
+        self.idle: dict[str, list[_Instance]] = {c: [] for c in self.channels}
         self.signals_seen = 0
         self.backlogged: set[str] = set()
         self.due: dict[str, deque[_DueRetry]] = {c: deque() for c in self.channels}
@@ -376,22 +379,35 @@ class RetryingWorker:
         if self.routes is not None and channel not in self.routes:
             _poison(channel, "no consumer is routed to this channel", message)
             return False
-        pool = [i for i in self.pools[channel] if not i.runner.done()]
-        self.pools[channel] = pool
-        instance = next((i for i in pool if i.idle), None)
-        if instance is None:
-            instance = _Instance(self.application, channel)
-            pool.append(instance)
+        instance = self._idle_instance(channel)
         done = instance.submit(message)
         self.running[channel] += 1
         task_id = message.get("task_id")
         self.inflight[done] = str(task_id) if task_id is not None else None
-        done.add_done_callback(lambda _: self._finished(done, channel))
+        done.add_done_callback(lambda _: self._finished(done, channel, instance))
         return True
 
-    def _finished(self, done: asyncio.Future[None], channel: str) -> None:
+    def _idle_instance(self, channel: str) -> _Instance:
+        """An idle consumer instance of ``channel``: the last one freed, or new."""
+        idle = self.idle[channel]
+        while idle:
+            instance = idle.pop()
+            if instance.idle:
+                return instance
+        # None is free: a new one (and the pool loses the crashed ones).
+        pool = [i for i in self.pools[channel] if not i.runner.done()]
+        instance = _Instance(self.application, channel)
+        pool.append(instance)
+        self.pools[channel] = pool
+        return instance
+
+    def _finished(
+        self, done: asyncio.Future[None], channel: str, instance: _Instance
+    ) -> None:
         self.inflight.pop(done, None)
         self.running[channel] -= 1
+        if instance.idle:
+            self.idle[channel].append(instance)
         self.freed_at[channel] = asyncio.get_running_loop().time()
         if self.stopping.is_set() or not self._run_held_retry(channel):
             self._release(channel)

@@ -243,3 +243,42 @@ async def test_a_retry_of_a_channel_not_served_here_is_not_taken(
     async with running_worker(app, monkeypatch) as worker:
         assert not await worker.run_due(uuid.uuid4(), "elsewhere", ring("x", 2))
     assert app.seen == []
+
+
+class InstanceRecorder(Recorder):
+    """Records which consumer instance ran each message; "crash" kills one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.instances: list[int] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["task_id"] == "crash":
+                raise RuntimeError("the instance crashed")
+            async with self.changed:
+                self.instances.append(id(receive))
+                self.seen.append(str(message["task_id"]))
+                self.changed.notify_all()
+
+
+async def test_instances_are_reused_and_a_crashed_one_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = InstanceRecorder()
+    layer = get_channel_layer()
+    async with running_worker(app, monkeypatch, concurrency=4):
+        for n in range(40):
+            await layer.send(CHANNEL, ring(n))
+            await app.wait_seen(n + 1)
+        with caplog.at_level(logging.ERROR, logger="retrying_consumers.worker"):
+            await layer.send(CHANNEL, ring("crash"))
+            for n in range(40, 43):
+                await layer.send(CHANNEL, ring(n))
+                await app.wait_seen(n + 1)  # "crash" is not recorded
+    # One message at a time: a freed instance takes the next one, so there are
+    # never more instances than slots, however many messages run.
+    assert len(set(app.instances[:40])) <= 4
+    assert app.seen[40:] == ["40", "41", "42"]
+    assert "consumer instance for channel" in caplog.text
