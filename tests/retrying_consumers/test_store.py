@@ -192,21 +192,29 @@ def test_create_task_writes_a_queued_task_due_for_a_ring_check() -> None:
     assert attempts(task.id) == []
 
 
+@contextmanager
+def statements() -> Iterator[list[tuple[str, Any, Any]]]:
+    """The statements run meanwhile: each with its parameters and the
+    database driver's cursor that ran it."""
+    seen: list[tuple[str, Any, Any]] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any):
+        seen.append((sql, params, context["cursor"].cursor))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        yield seen
+
+
 def test_the_task_insert_keeps_djangos_cursor_hooks() -> None:
     # On PostgreSQL the values travel apart from the statement (no quoting
     # into its text); execute wrappers still see the INSERT, and a clash
     # still raises Django's IntegrityError.
-    seen: list[tuple[str, Any]] = []
-
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any):
-        seen.append((sql, context["cursor"].cursor))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(wrapper):
+    with statements() as seen:
         task, _ = store.create_task(
             channel="c", type="job.run", payload={"quote": "it's"}, ring_timeout=RING
         )
-    [(sql, raw)] = seen
+    [(sql, _, raw)] = seen
     assert sql.startswith("INSERT INTO")
     if connection.vendor == "postgresql":
         import psycopg
@@ -277,22 +285,29 @@ def test_different_or_missing_idempotency_keys_make_separate_tasks() -> None:
     assert len(ids) == 4
 
 
-def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
-    # Excluding dead and cancelled instead of naming the statuses the unique
-    # index covers read every row of the table, at every keyed enqueue.
+def succeeded_history(count: int, keyed: bool = False) -> None:
+    """``count`` tasks that succeeded (with keys ``order-N``), then the task
+    table's statistics gathered."""
     now = timezone.now()
     TaskRecord.objects.bulk_create(
         TaskRecord(
             channel="c",
             type="job.run",
             status=Status.SUCCEEDED,
-            idempotency_key=f"order-{n}",
+            attempt=1,
+            idempotency_key=f"order-{n}" if keyed else None,
             finished_at=now,
         )
-        for n in range(500)
+        for n in range(count)
     )
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
+
+
+def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
+    # Excluding dead and cancelled instead of naming the statuses the unique
+    # index covers read every row of the table, at every keyed enqueue.
+    succeeded_history(500, keyed=True)
     with CaptureQueriesContext(connection) as lookups:
         again, created = store.create_task(
             channel="c",
@@ -1210,38 +1225,13 @@ def test_on_postgresql_each_batch_is_one_statement() -> None:
     assert row(second.id)["status"] == Status.DEAD
 
 
-@contextmanager
-def statements() -> Iterator[list[tuple[str, Any]]]:
-    """The statements run meanwhile, with their parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any):
-        seen.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(wrapper):
-        yield seen
-
-
 @pytest.mark.django_db(transaction=True)
 @postgresql_only
 def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> None:
     # Statistics gathered while every task had succeeded, then a burst of new
     # tasks: the planner takes queued and running rows for rare, and indexes
     # by status for the way to them, unless the statements leave it the key.
-    now = timezone.now()
-    TaskRecord.objects.bulk_create(
-        TaskRecord(
-            channel="c",
-            type="job.run",
-            status=Status.SUCCEEDED,
-            attempt=1,
-            finished_at=now,
-        )
-        for _ in range(2000)
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
+    succeeded_history(2000)
     tasks = [new_task() for _ in range(300)]
     for task in tasks[4:150]:
         claim_next(task)
@@ -1264,7 +1254,7 @@ def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> No
     with statements() as rings:
         store.take_rings([t.id for t in tasks[150:154]], ring_timeout=RING)
     for captured in (claims, successes, failures, rings):
-        statement, params = captured[0]
+        statement, params, _ = captured[0]
         assert statement.startswith(("WITH ", "UPDATE "))
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN " + statement, params)
