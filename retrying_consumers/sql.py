@@ -220,6 +220,8 @@ class _Statements:
         # PostgreSQL runs a batch's statements as one, in data-modifying WITH
         # clauses: atomic alone, so no BEGIN and COMMIT round trips either.
         self.one_statement = connection.vendor == "postgresql"
+        # psycopg 3 (Django's psycopg2 backend keeps Django's cursors).
+        self.binds_apart = connection.vendor == "postgresql" and _psycopg3()
         self.started_from_claimed = (
             f"INSERT INTO {attempt} ({ac('task')}, {ac('number')}, {ac('worker')}, "
             f"{ac('started_at')}, {ac('finished_at')}, {ac('outcome')}, "
@@ -265,6 +267,12 @@ class _Statements:
                 value = converter(value, col, self.connection)
             values.append(value)
         return TaskRecord.from_db(self.connection.alias, self.attnames, values)
+
+
+def _psycopg3() -> bool:
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return bool(is_psycopg3)
 
 
 _PLAIN = (str, int, bool)
@@ -314,13 +322,13 @@ def insert_task(task: TaskRecord, *, using: str = DEFAULT_DB_ALIAS) -> None:
         if value is None or not (plain and type(value) in _PLAIN):
             value = field.get_db_prep_save(value, connection)
         values.append(value)
-    with _bound_cursor(connection) as cursor:
+    with _bound_cursor(s) as cursor:
         cursor.execute(s.insert, values)
     task._state.adding = False
     task._state.db = using
 
 
-def _bound_cursor(connection: BaseDatabaseWrapper) -> Any:
+def _bound_cursor(s: _Statements) -> Any:
     """A cursor that sends the values apart from the statement, on PostgreSQL.
 
     Django's psycopg cursors bind on the client: every value is quoted into
@@ -333,7 +341,8 @@ def _bound_cursor(connection: BaseDatabaseWrapper) -> Any:
     Django's wrapper is kept: execute wrappers, error translation and the
     query log work as with ``connection.cursor()``.
     """
-    if connection.vendor != "postgresql":
+    connection = s.connection
+    if not s.binds_apart:
         return connection.cursor()
     import psycopg
 
@@ -378,7 +387,7 @@ def claim_rows(
             f"SELECT {s.columns} FROM claimed"
         )
         params += [worker, stamp, str(Outcome.RUNNING)]
-    with _bound_cursor(s.connection) as cursor:
+    with _bound_cursor(s) as cursor:
         cursor.execute(sql, params)
         won = {
             (task.id, task.attempt): task
@@ -411,9 +420,8 @@ def existing_ids(
     if not task_ids:
         return set()
     s = _statements(connections[using])
-    connection = s.connection
     marks = ", ".join(["%s"] * len(task_ids))
-    with _bound_cursor(connection) as cursor:
+    with _bound_cursor(s) as cursor:
         cursor.execute(f"{s.existing}({marks})", [s.task_id(i) for i in task_ids])
         return {s.convert("id", row[0]) for row in cursor.fetchall()}
 
@@ -449,7 +457,7 @@ def succeed_rows(
     for key, x in zip(keys, successes, strict=True):
         finish_params += [key, x.attempt]
     finish_params += [*keys, worker]
-    with _bound_cursor(s.connection) as cursor:
+    with _bound_cursor(s) as cursor:
         if s.one_statement:
             cursor.execute(
                 f"WITH done AS ({sql}), closed AS ({finish}) SELECT * FROM done",
@@ -545,7 +553,7 @@ def fail_rows(
             )
         ]
 
-    with _bound_cursor(s.connection) as cursor:
+    with _bound_cursor(s) as cursor:
         if s.one_statement:
             close = (
                 s.close_failed_head
@@ -615,7 +623,7 @@ def take_rings(
         stamp,
         *(s.task_id(i) for i in task_ids),
     ]
-    with _bound_cursor(s.connection) as cursor:
+    with _bound_cursor(s) as cursor:
         cursor.execute(f"{s.take_rings}({marks}){s.take_rings_tail}", params)
         tasks = [s.task_from_row(row) for row in cursor.fetchall()]
     return {task.id: task for task in tasks}
