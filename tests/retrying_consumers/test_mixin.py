@@ -481,10 +481,40 @@ async def test_a_lease_lost_while_running_is_logged_once(settings, caplog) -> No
         await until(
             lambda: "lease lost" in caplog.text, in_loop=True, what="the warning"
         )
-        await asyncio.sleep(0.3)  # a renewal period: no second warning
-    lost = [r for r in caplog.records if "lease lost" in r.getMessage()]
+        # The attempt runs on for more renewal periods, then ends unrecorded.
+        await until(lambda: "not recorded" in caplog.text, in_loop=True, what="the end")
+    lost = [r for r in caplog.records if r.getMessage().startswith("lease lost")]
     assert len(lost) == 1
     assert lost[0].task_id == str(task.id)
+    comm.stop(exceptions=False)
+
+
+async def test_a_failed_lease_renewal_is_logged_and_the_next_one_tried(
+    settings, caplog, monkeypatch
+) -> None:
+    settings.RETRYING_CONSUMERS = {"LEASE_SECONDS": 0.3}
+    renew = store.aextend_lease
+    calls: list[int] = []
+
+    async def flaky(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("database away")
+        return await renew(*args, **kwargs)
+
+    monkeypatch.setattr(store, "aextend_lease", flaky)
+    comm = ApplicationCommunicator(
+        SlowWorker.as_asgi(), {"type": "channel", "channel": CHANNEL}
+    )
+    task = await make_task("job.slow")
+    with caplog.at_level(logging.WARNING, logger="retrying_consumers.consumers"):
+        await comm.send_input(ring(task))
+        done = await until(status_is(task, Status.SUCCEEDED), what="success")
+    assert done.result == "slow"
+    assert len(calls) >= 2  # renewed again after the failure
+    failed = [r for r in caplog.records if "renewal failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert "lease lost" not in caplog.text
     comm.stop(exceptions=False)
 
 
