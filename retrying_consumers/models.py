@@ -110,14 +110,14 @@ class TaskRecord(models.Model):
                 condition=Q(status="running"),
             ),
             models.Index(fields=["status", "channel"], name="rc_task_status_channel"),
-            # Queries by owner name one, and retention asks for tasks finished
-            # before a time: rows without one are never looked up here.
+            # Queries by owner always name one: ownerless tasks are left out.
             models.Index(
                 fields=["owner", "-created_at"],
                 name="rc_task_owner",
                 condition=Q(owner__isnull=False),
             ),
             models.Index(fields=["-created_at"], name="rc_task_created"),
+            # Retention asks for tasks finished before a time.
             models.Index(
                 fields=["status", "finished_at"],
                 name="rc_task_finished",
