@@ -47,6 +47,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+#: The programs whose CPU time per task ``bench.growth`` reports (as
+#: ``bench.drive.cpu_by_program`` names them); the producer's are read when its
+#: ``enqueue`` loop ends, before the bench's own polling.
+PRODUCER_PARTS = ("producer", "postgres (producer)")
+CPU_PARTS = (*PRODUCER_PARTS, "runworker", "postgres (workers)")
+
+
 @dataclass
 class Series:
     """One measured quantity over several runs."""

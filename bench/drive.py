@@ -38,6 +38,7 @@ django.setup()
 from django.db import connection  # noqa: E402
 from django.db.models import Max  # noqa: E402
 
+from bench.common import CPU_PARTS, PRODUCER_PARTS  # noqa: E402
 from retrying_consumers import aenqueue, enqueue  # noqa: E402
 from retrying_consumers.models import (  # noqa: E402
     AttemptRecord,
@@ -371,12 +372,30 @@ def growth(args: argparse.Namespace) -> dict[str, Any]:
         size = min(args.chunk, args.tasks - done)
         in_store = TaskRecord.objects.count()
         before = TaskRecord.objects.filter(status=Status.SUCCEEDED).count()
+        cpu_before = cpu_by_program()
         started = time.time()
         ids, _ = produce("bench.noop", size, {}, "enqueue", 0)
+        cpu_enqueued = cpu_by_program()  # before the polls, which the bench adds
         wait_all(before, size, args.timeout)
         elapsed = last_finished(ids) - started
+        cpu_after = cpu_by_program()
         chunk_times.append(
-            {"in_store": in_store, "tasks": size, "ms_per_task": elapsed * 1000 / size}
+            {
+                "in_store": in_store,
+                "tasks": size,
+                "ms_per_task": elapsed * 1000 / size,
+                "cpu_ms_per_task": {
+                    part: (
+                        (cpu_enqueued if part in PRODUCER_PARTS else cpu_after).get(
+                            part, 0.0
+                        )
+                        - cpu_before.get(part, 0.0)
+                    )
+                    * 1000
+                    / size
+                    for part in CPU_PARTS
+                },
+            }
         )
         done += size
         while marks and done >= marks[0]:

@@ -8,7 +8,9 @@ through ``enqueue`` in chunks of ``--chunk``; each chunk is timed from its first
 enqueue until its last task finished. Every task stays in the store, so the store
 grows with real finished rows. Reported: the worker's RSS after the ``--rss-at``
 task counts, and the time per task of the ``--runs`` chunks that start with at
-least each ``--levels`` count of tasks already in the store.
+least each ``--levels`` count of tasks already in the store, and the CPU time per
+task of each program in those chunks (machine speed moves wall time by up to
+2x here; CPU time shows whether the work per task grows with the store).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import (
+    CPU_PARTS,
     DEFAULT_CONCURRENCY,
     Bench,
     Series,
@@ -45,7 +48,7 @@ def main() -> None:
     need = max(levels) + args.runs * args.chunk
     if args.tasks < need:
         parser.error(f"--tasks must be at least {need} for these levels and runs")
-    time_rows, rss_rows = [], []
+    time_rows, rss_rows, cpu_rows = [], [], []
     with Bench(capacity=args.capacity, keep=args.keep_logs) as bench:
         for db in bench.databases(args.postgres, sqlite=not args.no_sqlite):
             bench.flush_redis()
@@ -82,6 +85,22 @@ def main() -> None:
                     : args.runs
                 ]
                 per_task = Series([c["ms_per_task"] for c in chunks])
+                cpu_rows.append(
+                    [db.label, f"{level:,}"]
+                    + [
+                        "-"
+                        if db.label == "sqlite" and part.startswith("postgres")
+                        else Series([c["cpu_ms_per_task"][part] for c in chunks]).cell(
+                            "{:.2f}"
+                        )
+                        for part in CPU_PARTS
+                    ]
+                    + [
+                        Series(
+                            [sum(c["cpu_ms_per_task"].values()) for c in chunks]
+                        ).cell("{:.2f}")
+                    ]
+                )
                 time_rows.append(
                     [
                         db.label,
@@ -104,6 +123,13 @@ def main() -> None:
         f"median [min-max] of {args.runs} chunk(s), {args.workers} worker(s))",
         ["store", "level", "first chunk starts at", "ms per task", "tasks/s"],
         time_rows,
+    )
+    print_table(
+        "CPU ms per task by tasks already in the store (the same chunks; the "
+        "producer's up to the end of its enqueue loop, the rest up to the last "
+        "task's end; PostgreSQL sessions by who opened them)",
+        ["store", "level", *CPU_PARTS, "all"],
+        cpu_rows,
     )
     print_table(
         "Worker RSS (MB) after N tasks run by this worker set",
