@@ -325,6 +325,36 @@ def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
     assert "rc_task_idempotency_key" in plan, plan
 
 
+def test_the_periodic_scans_read_an_index() -> None:
+    # Every worker looks for due tasks and expired leases each second, and
+    # for tasks to purge: with a scan of the table instead of an index of the
+    # few rows in those statuses, each look would cost more as finished tasks
+    # pile up.
+    from retrying_consumers.retention import purge
+
+    succeeded_history(500)
+    new_task()
+    claim_next(new_task())
+    with CaptureQueriesContext(connection) as due:
+        assert store.due_task_ids() == []
+    with CaptureQueriesContext(connection) as leases:
+        assert store.expired_lease_ids() == []
+    with CaptureQueriesContext(connection) as purges:
+        assert purge(Status.DEAD, timedelta(days=1)) == 0  # one look, no rows
+    for queries in (due, leases, purges):
+        [query] = [q for q in queries if q["sql"].startswith("SELECT")]
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
+                plan = "\n".join(row[-1] for row in cursor.fetchall())
+                assert "USING INDEX rc_task_" in plan, (query["sql"], plan)
+            else:
+                cursor.execute("EXPLAIN " + query["sql"])
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                assert "Index Scan using rc_task_" in plan, (query["sql"], plan)
+                assert "Seq Scan" not in plan, (query["sql"], plan)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_creates_with_one_idempotency_key_make_one_task() -> None:
     def create() -> tuple[uuid.UUID, bool]:
