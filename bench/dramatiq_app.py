@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from bench.counters import mark_done
 
-broker = RedisBroker(url=os.environ["BENCH_REDIS_URL"])
+broker = RedisBroker(url=os.environ["BENCH_REDIS_URL"])  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 
 

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -355,7 +355,7 @@ def progress_setup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def growth(args: argparse.Namespace) -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     wait_for_workers(args.workers, 60)
     workers = [
@@ -444,8 +444,8 @@ def main() -> None:
     )
     p.add_argument("--timeout", type=float, default=900)
     args = parser.parse_args()
-    command = {
-        "reset": lambda: reset(),
+    command: Callable[[], dict[str, Any]] = {
+        "reset": reset,
         "run": lambda: run(args),
         "enqueue-only": lambda: enqueue_only(args),
         "drain": lambda: drain(args),

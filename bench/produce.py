@@ -33,11 +33,19 @@ def sender(system: str) -> Callable[[range], None]:
     if system == "celery":
         from bench.celery_app import noop
 
-        return lambda numbers: [noop.delay(n) for n in numbers] and None
+        def send_celery(numbers: range) -> None:
+            for n in numbers:
+                noop.delay(n)
+
+        return send_celery
     if system == "dramatiq":
         from bench.dramatiq_app import noop as actor
 
-        return lambda numbers: [actor.send(n) for n in numbers] and None
+        def send_dramatiq(numbers: range) -> None:
+            for n in numbers:
+                actor.send(n)
+
+        return send_dramatiq
     raise SystemExit(f"unknown system {system}")
 
 

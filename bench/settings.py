@@ -15,5 +15,5 @@ ASGI_APPLICATION = "bench.app.application"
 # processes keep a database connection (the project's DATABASE_CONN_MAX_AGE,
 # 60 s by default, otherwise).
 if os.environ.get("BENCH_CONN_MAX_AGE"):
-    DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ["BENCH_CONN_MAX_AGE"])  # noqa: F405
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["BENCH_CONN_MAX_AGE"])  # noqa: F405
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405

@@ -32,9 +32,10 @@ class StockConsumer(AsyncConsumer):
     marker: AsyncMarker | None = None
 
     async def bench_noop(self, message: dict[str, Any]) -> None:
-        if self.marker is None:
-            type(self).marker = AsyncMarker()
-        await self.marker.mark_done(message["n"])
+        marker = self.marker
+        if marker is None:
+            marker = type(self).marker = AsyncMarker()
+        await marker.mark_done(message["n"])
 
 
 application = ChannelNameRouter({CHANNEL: StockConsumer.as_asgi()})
