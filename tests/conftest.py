@@ -28,3 +28,18 @@ def fresh_channel_layers() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_database_threads_last(django_db_setup: None) -> Iterator[None]:
+    """Close the database connection of asgiref's shared thread at the end.
+
+    ``database_sync_to_async`` outside any ``async_to_sync`` runs in one
+    long-lived thread, whose connection outlives the tests (``CONN_MAX_AGE``);
+    PostgreSQL then refuses to drop the test database while it is open.
+    """
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
