@@ -4,8 +4,10 @@ Protocol (version 1) in docs/websocket-protocol.md. A user sees only their own
 tasks; staff see all. Updates arrive on channel-layer groups (through the
 process's hub, one group member per process: realtime/hub.py), are coalesced
 per task for ``FLUSH_INTERVAL`` and sent in batches, so a chatty task or many tasks
-at once cannot flood the browser; because groups may drop messages, every
-subscribe answers with a snapshot read from the store.
+at once cannot flood the browser; the final state of a task watched by id goes
+out at once (at most one such early batch per ``FLUSH_INTERVAL``). Because
+groups may drop messages, every subscribe answers with a snapshot read from the
+store.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from realtime.hub import hub_for
 from realtime.protocol import PROTOCOL_VERSION, ProtocolError, Request, parse_frame
 from retrying_consumers.conf import worker_id
 from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
+from retrying_consumers.models import FINAL
 
 FLUSH_INTERVAL = 0.1
 STATS_INTERVAL = 2.0  # at least this often while subscribed to a scope
@@ -44,6 +47,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.pending: dict[str, dict[str, Any]] = {}
         self.flusher: asyncio.Task[None] | None = None
         self.last_flush = -FLUSH_INTERVAL
+        self.flush_now = asyncio.Event()  # a watched task ended: no waiting
+        self.last_early = -FLUSH_INTERVAL
         self.stats_loop: asyncio.Task[None] | None = None
         self.stats_due = asyncio.Event()
         await self.accept()
@@ -146,6 +151,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         ]
         for task in wanted:
             self.pending[task["id"]] = task  # only the latest state of a task
+        if any(self._ends_a_watched_task(task) for task in wanted):
+            self.flush_now.set()
         if wanted and (self.flusher is None or self.flusher.done()):
             self.flusher = asyncio.create_task(self._flush_soon())
 
@@ -170,13 +177,34 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return uuid.UUID(task["id"]) in self.task_ids
         return False
 
+    def _ends_a_watched_task(self, task: dict[str, Any]) -> bool:
+        """True for the final state of a task this socket watches by id."""
+        if task.get("status") not in FINAL:
+            return False
+        with contextlib.suppress(ValueError, TypeError):
+            return uuid.UUID(task["id"]) in self.task_ids
+        return False
+
     async def _flush_soon(self) -> None:
-        # At once if the last batch left long enough ago, else when it may.
+        # At once if the last batch left long enough ago, else when it may;
+        # sooner when a task watched by id ends, but never two such early
+        # batches within an interval. Until nothing is pending: events may
+        # come while a batch is being sent.
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(max(0.0, self.last_flush + FLUSH_INTERVAL - loop.time()))
-        self.last_flush = loop.time()
-        batch, self.pending = list(self.pending.values()), {}
-        if batch:
+        while self.pending:
+            due = self.last_flush + FLUSH_INTERVAL
+            if loop.time() < due:
+                if not self.flush_now.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.flush_now.wait(), due - loop.time())
+                soonest_early = self.last_early + FLUSH_INTERVAL
+                if loop.time() < min(due, soonest_early):
+                    await asyncio.sleep(min(due, soonest_early) - loop.time())
+                if loop.time() < due:
+                    self.last_early = loop.time()
+            self.flush_now.clear()
+            self.last_flush = loop.time()
+            batch, self.pending = list(self.pending.values()), {}
             await self.send_json({"type": "update", "tasks": batch})
             self.stats_due.set()  # counters follow changes without waiting
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -13,10 +14,12 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
+from realtime import consumers
 from realtime.consumers import RealtimeConsumer
 from realtime.protocol import MAX_FRAME_BYTES, MAX_TASK_IDS
 from retrying_consumers import store
 from retrying_consumers.events import apublish
+from retrying_consumers.models import Status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -196,4 +199,101 @@ async def test_ping_reaches_the_ping_channel() -> None:
     await comm.send_json_to({"action": "ping", "id": "p"})
     message = await get_channel_layer().receive("realtime-ping")
     assert message["type"] == "ping.request" and message["id"] == "p"
+    await comm.disconnect()
+
+
+async def next_update(comm: WebsocketCommunicator, within: float) -> Any:
+    """The next ``update`` frame if one comes within ``within`` seconds, else
+    None (stats frames are skipped; a receive that times out would end the
+    consumer, so this polls)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (left := deadline - loop.time()) > 0:
+        if await comm.receive_nothing(timeout=min(left, 0.05), interval=0.005):
+            continue
+        frame = await comm.receive_json_from()
+        if frame["type"] == "update":
+            return frame
+        assert frame["type"] == "stats", frame
+    return None
+
+
+async def test_the_end_of_a_task_watched_by_id_is_not_held_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumers, "FLUSH_INTERVAL", 2.0)
+    alice = await make_user("alice")
+    task, other = await make_task(alice), await make_task(alice)
+    comm = await connect(alice)
+    await comm.send_json_to(
+        {"action": "subscribe", "tasks": [str(task.id), str(other.id)]}
+    )
+    await receive_type(comm, "snapshot")
+    task.status = Status.RUNNING
+    await apublish(task)
+    assert (await next_update(comm, 1.0))["tasks"][0]["status"] == "running"
+    task.progress_current = 1
+    await apublish(task)
+    assert await next_update(comm, 0.5) is None  # held back by the interval
+    task.status = Status.SUCCEEDED
+    await apublish(task)
+    ended = await next_update(comm, 1.0)  # the interval still has 1.5 s to run
+    assert ended is not None
+    assert ended["tasks"][0]["status"] == "succeeded"
+    assert ended["tasks"][0]["progress"]["current"] == 1
+    # One early batch per interval: a second end waits for the next batch.
+    other.status = Status.SUCCEEDED
+    await apublish(other)
+    assert await next_update(comm, 0.5) is None
+    late = await next_update(comm, 2.5)
+    assert late is not None and late["tasks"][0]["id"] == str(other.id)
+    await comm.disconnect()
+
+
+async def test_the_end_of_a_task_seen_through_a_scope_waits_its_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A dashboard hears every task: ends go with the interval's batches.
+    monkeypatch.setattr(consumers, "FLUSH_INTERVAL", 2.0)
+    boss = await make_user("boss", staff=True)
+    task = await make_task(boss)
+    comm = await connect(boss)
+    await comm.send_json_to({"action": "subscribe", "scope": "all"})
+    await receive_type(comm, "snapshot")
+    await apublish(task)
+    assert await next_update(comm, 1.0) is not None
+    task.status = Status.SUCCEEDED
+    await apublish(task)
+    assert await next_update(comm, 0.8) is None
+    ended = await next_update(comm, 2.5)
+    assert ended is not None and ended["tasks"][0]["status"] == "succeeded"
+    await comm.disconnect()
+
+
+async def test_events_that_come_while_a_batch_is_sent_are_sent_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sending = asyncio.Event()
+    send_json = RealtimeConsumer.send_json
+
+    async def slow_first_update(self: Any, content: Any, close: bool = False) -> None:
+        if content.get("type") == "update" and not sending.is_set():
+            sending.set()
+            await asyncio.sleep(0.3)  # as a send that waits on the network
+        await send_json(self, content, close)
+
+    monkeypatch.setattr(RealtimeConsumer, "send_json", slow_first_update)
+    alice = await make_user("alice")
+    task = await make_task(alice)
+    comm = await connect(alice)
+    await comm.send_json_to({"action": "subscribe", "tasks": [str(task.id)]})
+    await receive_type(comm, "snapshot")
+    await apublish(task)
+    await asyncio.wait_for(sending.wait(), 3)
+    task.progress_current = 2
+    await apublish(task)
+    first = await next_update(comm, 3.0)
+    assert first is not None and first["tasks"][0]["progress"]["current"] is None
+    second = await next_update(comm, 3.0)
+    assert second is not None and second["tasks"][0]["progress"]["current"] == 2
     await comm.disconnect()
