@@ -197,11 +197,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 if not self.flush_now.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.flush_now.wait(), due - loop.time())
-                soonest_early = self.last_early + FLUSH_INTERVAL
-                if loop.time() < min(due, soonest_early):
-                    await asyncio.sleep(min(due, soonest_early) - loop.time())
-                if loop.time() < due:
-                    self.last_early = loop.time()
+                if self.flush_now.is_set():  # a watched task ended
+                    soonest_early = self.last_early + FLUSH_INTERVAL
+                    if loop.time() < min(due, soonest_early):
+                        await asyncio.sleep(min(due, soonest_early) - loop.time())
+                    if loop.time() < due:
+                        self.last_early = loop.time()
             self.flush_now.clear()
             self.last_flush = loop.time()
             batch, self.pending = list(self.pending.values()), {}
