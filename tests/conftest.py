@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -31,15 +32,25 @@ def fresh_channel_layers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_database_threads_last(django_db_setup: None) -> Iterator[None]:
-    """Close the database connection of asgiref's shared thread at the end.
+def close_database_threads_last(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[None]:
+    """Close the connections other threads left open, before the test
+    database is dropped.
 
     ``database_sync_to_async`` outside any ``async_to_sync`` runs in one
     long-lived thread, whose connection outlives the tests (``CONN_MAX_AGE``);
-    PostgreSQL then refuses to drop the test database while it is open.
+    threads that tests start end without closing theirs. PostgreSQL refuses
+    to drop a database while a session is open on it.
     """
     yield
     from asgiref.sync import SyncToAsync
-    from django.db import connections
+    from django.db import connection, connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
