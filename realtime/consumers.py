@@ -173,17 +173,16 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return True
         if "mine" in self.scopes and task.get("owner_id") == self.user.pk:
             return True
+        return self._watched_by_id(task)
+
+    def _watched_by_id(self, task: dict[str, Any]) -> bool:
         with contextlib.suppress(ValueError, TypeError):
             return uuid.UUID(task["id"]) in self.task_ids
         return False
 
     def _ends_a_watched_task(self, task: dict[str, Any]) -> bool:
         """True for the final state of a task this socket watches by id."""
-        if task.get("status") not in FINAL:
-            return False
-        with contextlib.suppress(ValueError, TypeError):
-            return uuid.UUID(task["id"]) in self.task_ids
-        return False
+        return task.get("status") in FINAL and self._watched_by_id(task)
 
     async def _flush_soon(self) -> None:
         # At once if the last batch left long enough ago, else when it may;
