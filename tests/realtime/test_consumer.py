@@ -277,9 +277,15 @@ async def test_events_that_come_while_a_batch_is_sent_are_sent_next(
     send_json = RealtimeConsumer.send_json
 
     async def slow_first_update(self: Any, content: Any, close: bool = False) -> None:
+        # The first batch's send waits, as on a slow network, until the next
+        # event has come in behind it.
         if content.get("type") == "update" and not sending.is_set():
             sending.set()
-            await asyncio.sleep(0.3)  # as a send that waits on the network
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3
+            while not self.pending and loop.time() < deadline:
+                await asyncio.sleep(0.005)
+            assert self.pending, "the second event never reached the socket"
         await send_json(self, content, close)
 
     monkeypatch.setattr(RealtimeConsumer, "send_json", slow_first_update)
