@@ -27,6 +27,7 @@ from retrying_consumers.conf import LibrarySettings
 from retrying_consumers.exceptions import TaskNotFound
 from retrying_consumers.models import AttemptRecord, Outcome, Status, TaskRecord
 from retrying_consumers.policy import Action, Decision
+from retrying_consumers.retention import purge
 from retrying_consumers.store import Failure
 
 TRACEBACK_LIMIT = LibrarySettings().traceback_limit
@@ -304,6 +305,17 @@ def succeeded_history(count: int, keyed: bool = False) -> None:
         cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
 
 
+def plan_of(sql: str, params: Any = None) -> str:
+    """How the store would run ``sql``: SQLite's ``EXPLAIN QUERY PLAN`` details
+    or PostgreSQL's ``EXPLAIN`` lines, one per line."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            return "\n".join(row[-1] for row in cursor.fetchall())
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
     # Excluding dead and cancelled instead of naming the statuses the unique
     # index covers read every row of the table, at every keyed enqueue.
@@ -318,10 +330,7 @@ def test_the_idempotency_key_lookup_reads_the_key_index() -> None:
         )
     assert created is False and again.idempotency_key == "order-7"
     assert len(lookups) == 1
-    with connection.cursor() as cursor:
-        explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
-        cursor.execute(explain + lookups[0]["sql"])
-        plan = "\n".join(str(row) for row in cursor.fetchall())
+    plan = plan_of(lookups[0]["sql"])
     assert "rc_task_idempotency_key" in plan, plan
 
 
@@ -330,8 +339,6 @@ def test_the_periodic_scans_read_an_index() -> None:
     # for tasks to purge: with a scan of the table instead of an index of the
     # few rows in those statuses, each look would cost more as finished tasks
     # pile up.
-    from retrying_consumers.retention import purge
-
     succeeded_history(500)
     new_task()
     claim_next(new_task())
@@ -342,17 +349,13 @@ def test_the_periodic_scans_read_an_index() -> None:
     with CaptureQueriesContext(connection) as purges:
         assert purge(Status.DEAD, timedelta(days=1)) == 0  # one look, no rows
     for queries in (due, leases, purges):
-        [query] = [q for q in queries if q["sql"].startswith("SELECT")]
-        with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
-                cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
-                plan = "\n".join(row[-1] for row in cursor.fetchall())
-                assert "USING INDEX rc_task_" in plan, (query["sql"], plan)
-            else:
-                cursor.execute("EXPLAIN " + query["sql"])
-                plan = "\n".join(row[0] for row in cursor.fetchall())
-                assert "Index Scan using rc_task_" in plan, (query["sql"], plan)
-                assert "Seq Scan" not in plan, (query["sql"], plan)
+        [sql] = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+        plan = plan_of(sql)
+        if connection.vendor == "sqlite":
+            assert "USING INDEX rc_task_" in plan, (sql, plan)
+        else:
+            assert "Index Scan using rc_task_" in plan, (sql, plan)
+            assert "Seq Scan" not in plan, (sql, plan)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -1286,8 +1289,6 @@ def test_batch_statements_find_their_rows_by_key_whatever_the_statistics() -> No
     for captured in (claims, successes, failures, rings):
         statement, params, _ = captured[0]
         assert statement.startswith(("WITH ", "UPDATE "))
-        with connection.cursor() as cursor:
-            cursor.execute("EXPLAIN " + statement, params)
-            plan = "\n".join(line for (line,) in cursor.fetchall())
+        plan = plan_of(statement, params)
         assert "retrying_consumers_taskrecord_pkey" in plan, plan
         assert "rc_task_" not in plan, plan
