@@ -32,22 +32,19 @@ def fresh_channel_layers() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def close_database_threads_last(
+def end_leftover_database_sessions(
     django_db_setup: None, django_db_blocker: Any
 ) -> Iterator[None]:
-    """Close the connections other threads left open, before the test
-    database is dropped.
+    """End the sessions other threads left open on PostgreSQL's test database,
+    which it refuses to drop while any is open.
 
     ``database_sync_to_async`` outside any ``async_to_sync`` runs in one
     long-lived thread, whose connection outlives the tests (``CONN_MAX_AGE``);
-    threads that tests start end without closing theirs. PostgreSQL refuses
-    to drop a database while a session is open on it.
+    threads that tests start end without closing theirs.
     """
     yield
-    from asgiref.sync import SyncToAsync
-    from django.db import connection, connections
+    from django.db import connection
 
-    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
     if connection.vendor == "postgresql":
         with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute(
