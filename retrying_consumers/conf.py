@@ -50,6 +50,8 @@ class LibrarySettings:
     notify_interval: float = 300.0
     #: Bearer token that may read ``/metrics`` (staff sessions always may).
     metrics_token: str | None = None
+    #: Largest payload ``enqueue`` accepts, in bytes of its JSON text.
+    max_payload_bytes: int = 1_048_576
 
     @classmethod
     def load(cls) -> LibrarySettings:
