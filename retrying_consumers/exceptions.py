@@ -36,6 +36,18 @@ class InvalidPayload(RetryingConsumersError, ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+class InvalidArgument(RetryingConsumersError, ValueError):
+    """An argument of ``enqueue`` other than the payload cannot be used.
+
+    ``argument`` names it, for example ``idempotency_key``; ``problem`` says why.
+    """
+
+    def __init__(self, argument: str, problem: str) -> None:
+        self.argument = argument
+        self.problem = problem
+        super().__init__(f"{argument}: {problem}")
+
+
 class TaskNotFound(RetryingConsumersError, LookupError):
     """No task record has the given id."""
 
