@@ -31,7 +31,14 @@ from tenacity.retry import RetryBaseT
 from tenacity.stop import StopBaseT, stop_after_attempt, stop_any, stop_base
 from tenacity.wait import WaitBaseT
 
-from .exceptions import GiveUp, InvalidPolicy, RetryLater
+from .exceptions import (
+    AttemptInterrupted,
+    AttemptTimedOut,
+    GiveUp,
+    InvalidPolicy,
+    RetryLater,
+    WorkerLost,
+)
 
 #: 10 s, 20 s, 40 s, ... capped at 600 s, plus 0-10 s of jitter so that a burst of
 #: failures does not retry in lock-step.
@@ -49,6 +56,17 @@ PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     SyntaxError,
     AssertionError,
     NotImplementedError,
+)
+
+
+#: Failures retried whatever the ``retry`` predicate says (``give_up_on`` and
+#: ``discard_on`` still apply): the handler asked for it, or the attempt, not
+#: the work, failed.
+ALWAYS_RETRIED: tuple[type[BaseException], ...] = (
+    RetryLater,
+    AttemptTimedOut,
+    WorkerLost,
+    AttemptInterrupted,
 )
 
 
@@ -153,8 +171,12 @@ class RetryPolicy:
     1. :class:`~retrying_consumers.exceptions.GiveUp` gives up.
     2. An instance of a ``discard_on`` class is discarded.
     3. An instance of a ``give_up_on`` class gives up.
-    4. Except for ``RetryLater``, a failure that the ``retry`` predicate rejects
-       gives up (``AttemptTimedOut`` and ``WorkerLost`` are judged like any other).
+    4. A failure that the ``retry`` predicate rejects gives up, except
+       ``RetryLater`` and the failures of the attempt rather than of the work:
+       ``AttemptTimedOut``, ``WorkerLost`` and ``AttemptInterrupted`` are
+       retried whatever ``retry`` says (a narrow ``retry=`` such as
+       ``retry_if_exception_type(ConnectionError)`` must not make one SIGKILL
+       fatal); name them in ``give_up_on`` to give up on them instead.
     5. The delay is ``RetryLater.delay``, else a Retry-After hint found on the
        error (when ``honour_retry_after``; capped at ``max_retry_after``), else
        what the ``wait`` strategy says.
@@ -213,7 +235,7 @@ class RetryPolicy:
         if isinstance(error, self.give_up_on):
             return _give_up(f"{name} is not retryable")
         call_state = self._call_state(error, state)
-        if not isinstance(error, RetryLater) and not self.retry(call_state):
+        if not isinstance(error, ALWAYS_RETRIED) and not self.retry(call_state):
             return _give_up(f"{name} is not retryable")
         delay, reason = self._delay(error, state.now, call_state)
         call_state.upcoming_sleep = delay

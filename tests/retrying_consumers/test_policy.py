@@ -28,6 +28,7 @@ from tenacity import (
 )
 
 from retrying_consumers.exceptions import (
+    AttemptInterrupted,
     AttemptTimedOut,
     GiveUp,
     InvalidPolicy,
@@ -446,9 +447,40 @@ def test_timeouts_and_lost_workers_are_retried_by_default(error: Exception) -> N
     assert RetryPolicy().decide(error, state(1)).retry
 
 
-def test_timeouts_go_through_the_predicate() -> None:
-    policy = RetryPolicy(retry=retry_if_exception_type(OSError))
-    assert not policy.decide(AttemptTimedOut(), state(1)).retry
+ATTEMPT_FAILURES = [AttemptTimedOut(), WorkerLost(), AttemptInterrupted()]
+
+
+@pytest.mark.parametrize("error", ATTEMPT_FAILURES, ids=lambda e: type(e).__name__)
+def test_a_narrow_predicate_still_retries_failures_of_the_attempt(
+    error: Exception,
+) -> None:
+    # Celery's autoretry_for=(ConnectionError,) translates to this predicate:
+    # one SIGKILL or one slow attempt must not end the task.
+    policy = RetryPolicy(retry=retry_if_exception_type(ConnectionError))
+    assert policy.decide(error, state(1)).retry
+    assert not policy.decide(ValueError("bad"), state(1)).retry
+
+
+@pytest.mark.parametrize("error", ATTEMPT_FAILURES, ids=lambda e: type(e).__name__)
+def test_failures_of_the_attempt_give_up_when_named(error: Exception) -> None:
+    policy = RetryPolicy(give_up_on=(type(error),))
+    decision = policy.decide(error, state(1))
+    assert decision.action is Action.GIVE_UP
+    assert decision.reason == f"{type(error).__name__} is not retryable"
+
+
+@pytest.mark.parametrize("error", ATTEMPT_FAILURES, ids=lambda e: type(e).__name__)
+def test_failures_of_the_attempt_still_use_up_attempts(error: Exception) -> None:
+    policy = RetryPolicy(max_attempts=2, retry=retry_if_exception_type(OSError))
+    decision = policy.decide(error, state(2))
+    assert decision == Decision(Action.GIVE_UP, None, "attempts exhausted (2 of 2)")
+
+
+def test_failures_of_the_attempt_are_exported() -> None:
+    import retrying_consumers
+
+    for error in ATTEMPT_FAILURES:
+        assert getattr(retrying_consumers, type(error).__name__) is type(error)
 
 
 # RetryLater ---------------------------------------------------------------------
