@@ -6,13 +6,20 @@ import datetime
 import json
 import math
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
 import pytest
 
 from retrying_consumers.exceptions import InvalidPayload, RetryingConsumersError
-from retrying_consumers.payload import MAX_DEPTH, MAX_INT, validate_payload
+from retrying_consumers.payload import (
+    MAX_DEPTH,
+    MAX_INT,
+    SIZE_SETTING,
+    check_nesting,
+    validate_payload,
+)
 
 
 def nested(depth: int, leaf: Any = 1) -> dict[str, Any]:
@@ -198,3 +205,95 @@ def test_a_paired_surrogate_written_as_one_character_is_accepted() -> None:
     payload = {"clef": "\U0001d11e", "emoji": "\U0001f600"}
     validate_payload(payload)
     assert msgpack.unpackb(msgpack.packb(payload)) == payload
+
+
+def test_a_key_nested_too_deep_to_print_is_named_in_short() -> None:
+    key: tuple[Any, ...] = ()
+    for _ in range(10_000):
+        key = (key,)
+    with pytest.raises(InvalidPayload) as caught:
+        validate_payload({"d": {key: 1}})
+    assert caught.value.path == "payload['d'][((((...),),),)]"
+
+
+# The size limit --------------------------------------------------------------------
+
+
+def compact_size(payload: dict[str, Any]) -> int:
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode())
+
+
+AT_THE_LIMIT = {
+    "ASCII": {"s": "x" * 92},
+    "four-byte characters": {"s": "\U0001f600" * 23},
+    "escapes": {"s": '"\\' * 23 + "ab"},
+    "numbers": {"n": [10**17, -1.5e-300, 0.1, True, None, 1, 2, 3, 4, 5, 6]},
+    "nested": {"a": [{"b": [[], {}]}] * 6 + [{"bb": 1}]},
+}
+
+
+@pytest.mark.parametrize("payload", AT_THE_LIMIT.values(), ids=AT_THE_LIMIT.keys())
+def test_the_limit_counts_bytes_of_compact_json(payload: dict[str, Any]) -> None:
+    size = compact_size(payload)
+    validate_payload(payload, max_bytes=size)
+    with pytest.raises(InvalidPayload) as caught:
+        validate_payload(payload, max_bytes=size - 1)
+    assert caught.value.path == "payload"
+    assert caught.value.problem == (
+        f"is more than {size - 1} bytes as JSON (the limit set by {SIZE_SETTING})"
+    )
+
+
+def test_without_a_limit_size_is_not_checked() -> None:
+    validate_payload({"s": "x" * 2_000_000})
+
+
+def test_a_bad_value_is_named_before_the_size_is_known() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        validate_payload({"bad": {1}, "big": "x" * 1000}, max_bytes=100)
+    assert caught.value.path == "payload['bad']"
+
+
+def test_a_payload_unfolding_to_2_to_the_60_values_is_refused_at_once() -> None:
+    level: list[Any] = []
+    for _ in range(60):
+        level = [level, level]
+    with pytest.raises(InvalidPayload) as caught:
+        validate_payload({"tree": level}, max_bytes=10_000)
+    assert caught.value.path == "payload"
+
+
+# Nesting, before anything recurses -------------------------------------------------
+
+
+def test_check_nesting_counts_every_mapping_and_sequence_as_a_level() -> None:
+    value: Any = "leaf"
+    for n in range(100):
+        value = (value,) if n % 2 else MappingProxyType({"m": value})
+    with pytest.raises(InvalidPayload) as caught:
+        check_nesting({"v": value}, "task")
+    assert caught.value.path.startswith("task['v'][0]['m'][0]['m']")
+    assert caught.value.path.count("[") == MAX_DEPTH + 1
+    assert caught.value.problem == f"nested deeper than {MAX_DEPTH} levels"
+
+
+def test_check_nesting_takes_str_and_bytes_as_leaves() -> None:
+    check_nesting({"s": "x" * 10_000, "b": b"y" * 10_000}, "task")
+    check_nesting({"a": nested(MAX_DEPTH - 1)}, "task")
+
+
+def test_check_nesting_refuses_a_container_as_a_key() -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        check_nesting({"d": {(1, 2): "pair"}}, "task")
+    assert caught.value.path == "task['d'][(1, 2)]"
+    assert caught.value.problem == "key must be str, not tuple"
+
+
+def test_check_nesting_stops_once_past_the_limit() -> None:
+    shared = [[]] * 1000
+    check_nesting({"xs": shared}, "task", max_bytes=5000)
+    with pytest.raises(InvalidPayload) as caught:
+        check_nesting({"xs": [shared] * 1000}, "task", max_bytes=5000)
+    assert caught.value.path == "task"
+    assert SIZE_SETTING in caught.value.problem
