@@ -9,89 +9,178 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
 from . import store
 from .conf import library_settings
 from .doorbell import aring, ring
+from .exceptions import InvalidArgument
 from .models import Status, TaskRecord
-from .payload import validate_payload
+from .payload import shown, text_problem, validate_payload
 
 CHANNEL_NAME = re.compile(r"[a-zA-Z0-9\-_.]{1,99}")
 MESSAGE_TYPE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,199}")
+#: The most attempts ``enqueue`` lets one task have. The store's columns hold
+#: 2**31 - 1, and each re-drive of a dead task adds its attempts so far.
+MAX_ATTEMPTS_LIMIT = 1_000_000
+#: The most characters of an idempotency key (its column's size).
+MAX_KEY_LENGTH = 200
 
 
 def validate_address(channel: str, type: str) -> None:
-    """Raise ``ValueError`` unless ``channel`` and ``type`` can route a message."""
+    """Raise ``InvalidArgument`` unless ``channel`` and ``type`` can route a message."""
     if not isinstance(channel, str) or not CHANNEL_NAME.fullmatch(channel):
-        raise ValueError(
-            f"channel {channel!r} is not a valid channel name (ASCII letters, "
-            "digits, '-', '_' and '.', under 100 characters)"
+        raise InvalidArgument(
+            "channel",
+            f"{shown(channel)} is not a channel name (ASCII letters, digits, "
+            "'-', '_' and '.', under 100 characters)",
         )
     if not isinstance(type, str) or not MESSAGE_TYPE.fullmatch(type):
-        raise ValueError(
-            f"type {type!r} is not a valid message type (a letter, then letters, "
-            "digits, '_' and '.', e.g. 'thumbnail.generate')"
+        raise InvalidArgument(
+            "type",
+            f"{shown(type)} is not a message type (an ASCII letter, then up to "
+            "199 letters, digits, '_' and '.', e.g. 'thumbnail.generate')",
         )
 
 
-def _prepare(
-    channel: str,
-    type: str,
-    payload: dict[str, Any] | None,
-    max_attempts: int | None,
-) -> dict[str, Any]:
-    validate_address(channel, type)
-    payload = {} if payload is None else payload
-    validate_payload(payload)
+def validate_max_attempts(max_attempts: Any) -> None:
+    """Raise ``InvalidArgument`` unless ``max_attempts`` is None or fits the store."""
     if max_attempts is not None and (
         isinstance(max_attempts, bool)
         or not isinstance(max_attempts, int)
-        or max_attempts < 1
+        or not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT
     ):
-        raise ValueError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
-    return payload
+        raise InvalidArgument(
+            "max_attempts",
+            f"must be an int from 1 to {MAX_ATTEMPTS_LIMIT}, got {shown(max_attempts)}",
+        )
 
 
-def _deferred(run_after: datetime | None) -> datetime | None:
-    """``run_after`` if it is still to come, else None (the task runs now)."""
+def validate_idempotency_key(key: Any) -> None:
+    """Raise ``InvalidArgument`` unless ``key`` is None or a key the store keeps."""
+    if key is None:
+        return
+    if not isinstance(key, str):
+        problem = f"must be a str or None, not {type(key).__name__}"
+    elif not key:
+        problem = "must not be empty (pass None for no key)"
+    elif len(key) > MAX_KEY_LENGTH:
+        problem = f"is {len(key)} characters long; at most {MAX_KEY_LENGTH} fit"
+    else:
+        problem = text_problem(key) or ""
+    if problem:
+        raise InvalidArgument("idempotency_key", problem)
+
+
+def utc_run_after(run_after: Any) -> datetime | None:
+    """``run_after`` in UTC; raises ``InvalidArgument`` unless it is an aware
+    datetime that UTC can hold (the stores keep times in UTC)."""
     if run_after is None:
         return None
     if not isinstance(run_after, datetime) or run_after.utcoffset() is None:
-        raise ValueError(f"run_after must be an aware datetime, got {run_after!r}")
-    return run_after if run_after > timezone.now() else None
+        raise InvalidArgument(
+            "run_after", f"must be an aware datetime, got {shown(run_after)}"
+        )
+    try:
+        return run_after.astimezone(UTC)
+    except OverflowError:
+        raise InvalidArgument(
+            "run_after", f"{run_after.isoformat()} is outside years 1 to 9999 in UTC"
+        ) from None
 
 
-def _task_fields(
+def _owner_id(user: Any) -> Any:
+    """The primary key of the user who owns the task, or None for nobody."""
+    from django.contrib.auth.models import AnonymousUser  # needs the app registry
+
+    if user is None or isinstance(user, AnonymousUser):
+        return None
+    model = get_user_model()
+    label = model._meta.label
+    if not isinstance(user, model):
+        raise InvalidArgument(
+            "user",
+            f"must be a {label}, an AnonymousUser or None, "
+            f"not {user.__class__.__name__}",
+        )
+    if user.pk is None:
+        raise InvalidArgument("user", f"this {label} is not saved (it has no pk)")
+    return user.pk
+
+
+def prepare(
     channel: str,
     type: str,
-    payload: dict[str, Any] | None,
-    max_attempts: int | None,
-    user: Any,
-    idempotency_key: str | None,
-    run_after: datetime | None,
+    payload: dict[str, Any] | None = None,
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    idempotency_key: str | None = None,
+    run_after: datetime | None = None,
 ) -> dict[str, Any]:
-    """Validated arguments for ``store.create_task``; raises on bad input."""
+    """The checked arguments of :func:`submit`; raises on bad input, stores nothing.
+
+    Takes the arguments of :func:`enqueue`, and touches neither the store nor
+    the channel layer (safe in an event loop).
+    """
+    validate_address(channel, type)
+    payload = {} if payload is None else payload
+    validate_payload(payload, max_bytes=library_settings().max_payload_bytes)
+    validate_max_attempts(max_attempts)
+    validate_idempotency_key(idempotency_key)
+    due = utc_run_after(run_after)
     return {
         "channel": channel,
         "type": type,
-        "payload": _prepare(channel, type, payload, max_attempts),
+        "payload": payload,
         "max_attempts": max_attempts,
         "owner_id": _owner_id(user),
         "idempotency_key": idempotency_key,
         "ring_timeout": library_settings().ring_timeout,
-        "run_after": _deferred(run_after),
+        "run_after": due if due is not None and due > timezone.now() else None,
     }
 
 
-def _owner_id(user: Any) -> int | None:
-    if user is None or not getattr(user, "is_authenticated", False):
-        return None
-    return int(user.pk)
+def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
+    owner_id = fields["owner_id"]
+    # PostgreSQL checks the owner's foreign key only when the transaction
+    # commits; look now, so that enqueue itself says what is wrong.
+    if owner_id is not None:
+        model = get_user_model()
+        if not model._default_manager.filter(pk=owner_id).exists():
+            raise InvalidArgument(
+                "user", f"no {model._meta.label} has pk {shown(owner_id)}"
+            )
+    return store.create_task(**fields)
+
+
+_acreate = database_sync_to_async(_create)
+
+
+def submit(fields: dict[str, Any]) -> TaskRecord:
+    """Store the task :func:`prepare` checked; ring once the transaction commits.
+
+    Returns the task as stored: queued, no attempt made (or, for an idempotency
+    key already in use, that key's task as it is now).
+    """
+    task, created = _create(fields)
+    if created and fields["run_after"] is None:
+        transaction.on_commit(lambda: ring(task), robust=True)
+    return task
+
+
+async def asubmit(fields: dict[str, Any]) -> TaskRecord:
+    """Async twin of :func:`submit` (the row is committed before it rings)."""
+    task, created = await _acreate(fields)
+    if created and fields["run_after"] is None:
+        await aring(task)
+    return task
 
 
 def enqueue(
@@ -107,22 +196,29 @@ def enqueue(
     """Store a task and ring ``channel`` once the transaction commits.
 
     ``type`` picks the handler, as in Channels (``"thumbnail.generate"`` runs
-    ``thumbnail_generate``). ``max_attempts`` overrides the consumer's policy for
-    this task. ``user`` owns the task (they may watch it on the page). With an
-    ``idempotency_key``, enqueueing again while the first task is unfinished or
-    succeeded returns the first task's id; after it is dead or cancelled, a new
-    task is made. ``run_after`` (an aware datetime) defers the first attempt:
-    the task waits in the store, ringing nothing, until the workers' scheduler
-    finds it due. Raises ``InvalidPayload`` (naming the offending key) or
-    ``ValueError`` for bad arguments; nothing is stored then.
+    ``thumbnail_generate``). ``payload`` is a JSON-safe dict of at most
+    ``RETRYING_CONSUMERS["MAX_PAYLOAD_BYTES"]`` bytes as compact JSON.
+    ``max_attempts`` (1 to 1,000,000) overrides the consumer's policy for this
+    task. ``user`` (a saved user, or None or AnonymousUser for nobody) owns the
+    task: they may watch it on the page. With an ``idempotency_key`` (a
+    non-empty str of at most 200 characters), enqueueing again while the first
+    task is unfinished or succeeded returns the first task's id; after it is
+    dead or cancelled, a new task is made. ``run_after`` (an aware datetime)
+    defers the first attempt: the task waits in the store, ringing nothing,
+    until the workers' scheduler finds it due. Raises ``InvalidPayload``
+    (naming the offending part of the payload) or ``InvalidArgument`` (naming
+    the argument), both ``ValueError``; nothing is stored then.
     """
-    fields = _task_fields(
-        channel, type, payload, max_attempts, user, idempotency_key, run_after
+    fields = prepare(
+        channel,
+        type,
+        payload,
+        max_attempts=max_attempts,
+        user=user,
+        idempotency_key=idempotency_key,
+        run_after=run_after,
     )
-    task, created = store.create_task(**fields)
-    if created and fields["run_after"] is None:
-        transaction.on_commit(lambda: ring(task), robust=True)
-    return task.id
+    return submit(fields).id
 
 
 async def aenqueue(
@@ -136,13 +232,16 @@ async def aenqueue(
     run_after: datetime | None = None,
 ) -> uuid.UUID:
     """Async twin of :func:`enqueue` (the row is committed before it rings)."""
-    fields = _task_fields(
-        channel, type, payload, max_attempts, user, idempotency_key, run_after
+    fields = prepare(
+        channel,
+        type,
+        payload,
+        max_attempts=max_attempts,
+        user=user,
+        idempotency_key=idempotency_key,
+        run_after=run_after,
     )
-    task, created = await store.acreate_task(**fields)
-    if created and fields["run_after"] is None:
-        await aring(task)
-    return task.id
+    return (await asubmit(fields)).id
 
 
 def retry_now(task_id: uuid.UUID | str) -> TaskRecord:
