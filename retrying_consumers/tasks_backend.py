@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task, TaskError
 from django.tasks.exceptions import (
@@ -42,10 +42,11 @@ from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
 from . import exceptions, producer, store
-from .exceptions import InvalidPayload, TaskNotFound
+from .conf import library_settings
+from .exceptions import InvalidArgument, InvalidPayload, TaskNotFound
 from .models import AttemptRecord, Status, TaskRecord
 from .outcomes import send_signal
-from .payload import validate_payload
+from .payload import check_nesting, shown, validate_payload
 
 logger = logging.getLogger("retrying_consumers.django_tasks")
 
@@ -94,7 +95,8 @@ class ChannelsTask(Task):
 class ChannelsBackend(BaseTaskBackend):
     """Django tasks as durable, retried tasks on Channels worker channels.
 
-    ``QUEUES`` are channel names (each must be routed to ``DjangoTaskConsumer``).
+    ``QUEUES`` are channel names (each must be routed to ``DjangoTaskConsumer``);
+    empty, any channel name is a valid queue name.
     ``OPTIONS``: ``MAX_ATTEMPTS`` (default for tasks that set none) and
     ``BACKOFF`` (a callable or its dotted path: the default ``backoff``).
     Channels has no priorities, so ``priority`` other than 0 is refused.
@@ -107,13 +109,16 @@ class ChannelsBackend(BaseTaskBackend):
     supports_priority = False  # a channel is first in, first out
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        _check_queues(alias, params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]))
         super().__init__(alias, params)
-        self.max_attempts, self.backoff = _backend_options(
-            alias, self.queues, self.options
-        )
+        self.max_attempts, self.backoff = _backend_options(alias, self.options)
 
     def validate_task(self, task: Task) -> None:
         """Django's checks (the queue is one of QUEUES), and sane retry options."""
+        # Django's own checks fail with raw errors on these.
+        problem = _queue_problem(task.queue_name) or _run_after_problem(task.run_after)
+        if problem:
+            raise InvalidTask(problem)
         super().validate_task(task)
         problem = _retry_problem(
             getattr(task, "max_attempts", None), getattr(task, "backoff", None)
@@ -122,12 +127,14 @@ class ChannelsBackend(BaseTaskBackend):
             raise InvalidTask(problem)
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
-        """Store the task; its channel is rung when the transaction commits."""
+        """Store the task; its channel is rung when the transaction commits.
+
+        The result is the task as stored, READY: a worker may already be running
+        it by the time this returns.
+        """
         self.validate_task(task)
-        task_id = producer.enqueue(
-            task.queue_name, DJANGO_TASK_TYPE, **self._arguments(task, args, kwargs)
-        )
-        result = self._result(store.get_task(task_id), [], task)
+        record = producer.submit(self._fields(task, args, kwargs))
+        result = self._result(record, [], task)
         for receiver, response in task_enqueued.send_robust(
             type(self), task_result=result
         ):
@@ -140,10 +147,8 @@ class ChannelsBackend(BaseTaskBackend):
     async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Async twin of :meth:`enqueue` (it rings at once)."""
         self.validate_task(task)
-        task_id = await producer.aenqueue(
-            task.queue_name, DJANGO_TASK_TYPE, **self._arguments(task, args, kwargs)
-        )
-        result = self._result(await store.aget_task(task_id), [], task)
+        record = await producer.asubmit(self._fields(task, args, kwargs))
+        result = self._result(record, [], task)
         await send_signal(task_enqueued, type(self), task_result=result)
         return result
 
@@ -165,28 +170,39 @@ class ChannelsBackend(BaseTaskBackend):
         """Async twin of :meth:`get_result`."""
         return await database_sync_to_async(self.get_result)(result_id)
 
-    def _arguments(self, task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
-        """The producer's arguments for ``task`` called with ``args`` and ``kwargs``."""
+    def _fields(self, task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
+        """The producer's checked fields for ``task`` called with ``args``, ``kwargs``.
+
+        Raises ``InvalidTaskData`` for arguments JSON cannot carry, or too big.
+        """
         found = _import_task(task.module_path)
         if found is None or found.func is not task.func:
             raise InvalidTask(
                 f"{task.module_path!r} must be the Task itself, so that workers "
                 "can import it (decorate the module-level function with @task)."
             )
-        arguments = json_safe({"args": list(args), "kwargs": dict(kwargs)})
+        limit = library_settings().max_payload_bytes
+        values = {"args": list(args), "kwargs": dict(kwargs)}
         run_after = task.run_after
         payload = {
             "module_path": task.module_path,
             "backend": self.alias,
             "run_after": run_after.isoformat() if run_after else None,
-            **arguments,
+            **json_safe(values, max_bytes=limit),
         }
-        max_attempts = getattr(task, "max_attempts", None) or self.max_attempts
-        return {
-            "payload": payload,
-            "max_attempts": max_attempts,
-            "run_after": run_after,
-        }
+        try:
+            return producer.prepare(
+                task.queue_name,
+                DJANGO_TASK_TYPE,
+                payload,
+                max_attempts=getattr(task, "max_attempts", None) or self.max_attempts,
+                run_after=run_after,
+            )
+        except InvalidPayload as err:  # the whole payload is over the limit
+            path = "task" + err.path.removeprefix("payload")
+            raise InvalidTaskData(path, err.problem) from None
+        except InvalidArgument as err:
+            raise InvalidTask(str(err)) from err
 
     def _task_of(self, record: TaskRecord) -> Task:
         """The Task of a stored record, as it was enqueued (queue, run_after)."""
@@ -260,18 +276,22 @@ def exception_path(name: str, traceback: str) -> str:
     return name
 
 
-def json_safe(values: dict[str, Any]) -> dict[str, Any]:
+def json_safe(
+    values: dict[str, Any], *, max_bytes: int | None = None
+) -> dict[str, Any]:
     """``values`` as a JSON round trip gives them back (tuples become lists).
 
     Raises :class:`InvalidTaskData` naming what JSON cannot carry, e.g.
-    ``task['args'][0]``.
+    ``task['args'][0]``, or (with ``max_bytes``) that it is too big.
     """
     try:
-        values = normalize_json(values)
-    except (TypeError, ValueError):
-        values = _lists(values)  # validate_payload names the offending part
-    try:
-        validate_payload(values, "task")
+        # normalize_json recurses: bound its depth and its work first.
+        check_nesting(values, "task", max_bytes)
+        try:
+            values = normalize_json(values)
+        except (TypeError, ValueError):
+            values = _lists(values)  # validate_payload names the offending part
+        validate_payload(values, "task", max_bytes=max_bytes)
     except InvalidPayload as err:
         raise InvalidTaskData(err.path, err.problem) from None
     return values
@@ -286,17 +306,36 @@ def _lists(value: Any) -> Any:
     return value
 
 
+def _queue_problem(queue_name: Any) -> str | None:
+    if isinstance(queue_name, str) and producer.CHANNEL_NAME.fullmatch(queue_name):
+        return None
+    return (
+        f"queue_name {shown(queue_name)} is not a channel name (ASCII letters, "
+        "digits, '-', '_' and '.', under 100 characters)."
+    )
+
+
+def _run_after_problem(run_after: Any) -> str | None:
+    if run_after is None:
+        return None
+    if not isinstance(run_after, datetime):
+        return f"run_after must be an aware datetime, got {shown(run_after)}."
+    try:
+        producer.utc_run_after(run_after)
+    except InvalidArgument as err:
+        return f"run_after {err.problem}."
+    return None
+
+
 def _retry_problem(
     max_attempts: Any,
     backoff: Any,
     names: tuple[str, str] = ("max_attempts", "backoff"),
 ) -> str | None:
-    if max_attempts is not None and (
-        isinstance(max_attempts, bool)
-        or not isinstance(max_attempts, int)
-        or max_attempts < 1
-    ):
-        return f"{names[0]} must be an int >= 1, got {max_attempts!r}."
+    try:
+        producer.validate_max_attempts(max_attempts)
+    except InvalidArgument as err:
+        return f"{names[0]} {err.problem}."
     if backoff is not None and not callable(backoff):
         return (
             f"{names[1]} must be a callable (exception, task_result) -> "
@@ -305,23 +344,27 @@ def _retry_problem(
     return None
 
 
-def _backend_options(
-    alias: str, queues: set[Any], options: Any
-) -> tuple[int | None, Backoff | None]:
-    """Check QUEUES and OPTIONS; return the default max_attempts and backoff."""
-    where = f"TASKS[{alias!r}]"
-    if not queues:
-        raise InvalidTaskBackend(f"{where}['QUEUES'] must name at least one queue.")
-    bad = sorted(
-        repr(q)
-        for q in queues
-        if not isinstance(q, str) or not producer.CHANNEL_NAME.fullmatch(q)
-    )
+def _check_queues(alias: str, queues: Any) -> None:
+    """Raise InvalidTaskBackend unless QUEUES is a list of channel names.
+
+    An empty list is valid: Django documents it as "any queue name".
+    """
+    where = f"TASKS[{alias!r}]['QUEUES']"
+    if not isinstance(queues, list | tuple | set | frozenset):
+        raise InvalidTaskBackend(
+            f"{where} must be a list of channel names, got {shown(queues)}."
+        )
+    bad = sorted(shown(q) for q in queues if _queue_problem(q))
     if bad:
         raise InvalidTaskBackend(
-            f"{where}['QUEUES']: {', '.join(bad)} are not channel names (ASCII "
+            f"{where}: {', '.join(bad)} are not channel names (ASCII "
             "letters, digits, '-', '_' and '.', under 100 characters)."
         )
+
+
+def _backend_options(alias: str, options: Any) -> tuple[int | None, Backoff | None]:
+    """Check OPTIONS; return the default max_attempts and backoff."""
+    where = f"TASKS[{alias!r}]"
     if not isinstance(options, Mapping) or set(options) - set(OPTIONS):
         raise InvalidTaskBackend(
             f"{where}['OPTIONS'] may only have {', '.join(OPTIONS)}, got {options!r}."

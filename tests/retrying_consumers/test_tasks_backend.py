@@ -38,7 +38,7 @@ from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from tenacity import wait_fixed
 
-from retrying_consumers import RetryMixin, producer, signals
+from retrying_consumers import RetryMixin, producer, signals, store
 from retrying_consumers.conf import worker_id
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord
 from retrying_consumers.policy import RetryPolicy
@@ -186,6 +186,65 @@ def test_enqueue_stores_the_task_and_rings_its_queue(sent: list[Any]) -> None:
     assert defs.echo.get_result(result.id) == result
     with pytest.raises(TaskResultMismatch):
         defs.add.get_result(result.id)
+
+
+def finish_when_rung(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each ring run its task's attempt to success at once, as a fast
+    worker would before ``enqueue`` returns."""
+    ring, aring = producer.ring, producer.aring
+
+    def run(task_id: Any) -> None:
+        assert store.claim(
+            task_id, 1, worker="w:1", lease_seconds=30, default_max_attempts=3
+        )
+        store.succeed(task_id, 1, worker="w:1", result=5)
+
+    def ring_and_run(task: TaskRecord) -> None:
+        ring(task)
+        run(task.id)
+
+    async def aring_and_run(task: TaskRecord) -> bool:
+        sent = await aring(task)
+        await database_sync_to_async(run)(task.id)
+        return sent
+
+    monkeypatch.setattr(producer, "ring", ring_and_run)
+    monkeypatch.setattr(producer, "aring", aring_and_run)
+
+
+def assert_as_enqueued(result: Any) -> None:
+    assert (result.status, result.attempts) == (TaskResultStatus.READY, 0)
+    assert (result.started_at, result.finished_at, result.last_attempted_at) == (
+        None,
+        None,
+        None,
+    )
+    assert (result.errors, result.worker_ids) == ([], [])
+    with pytest.raises(ValueError, match="Task has not finished yet"):
+        result.return_value  # noqa: B018
+
+
+def test_enqueue_returns_the_task_as_enqueued_however_fast_it_runs(
+    sent: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish_when_rung(monkeypatch)
+    result = defs.add.enqueue(2, 3)
+    assert_as_enqueued(result)
+    assert sent == [("enqueued", ChannelsBackend, "READY", result.id)]
+    assert default_task_backend.get_result(result.id).status == "SUCCESSFUL"
+    assert result.enqueued_at == record(result).created_at
+
+
+async def test_aenqueue_returns_the_task_as_enqueued_however_fast_it_runs(
+    sent: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish_when_rung(monkeypatch)
+    result = await defs.add.aenqueue(2, 3)
+    assert_as_enqueued(result)
+    assert sent == [("enqueued", ChannelsBackend, "READY", result.id)]
+    done = await default_task_backend.aget_result(result.id)
+    assert (done.status, done.return_value) == ("SUCCESSFUL", 5)
+    assert result.enqueued_at == done.enqueued_at
 
 
 async def test_aenqueue_and_aget_result(sent: list[Any]) -> None:
@@ -453,11 +512,13 @@ def test_using_another_queue_and_another_backend(settings: Any) -> None:
 @pytest.mark.parametrize(
     ("params", "problem"),
     [
-        ({"QUEUES": []}, "at least one queue"),
         ({"QUEUES": ["ok", "not a channel"]}, "'not a channel' are not channel names"),
         ({"OPTIONS": {"RETRIES": 3}}, "may only have MAX_ATTEMPTS, BACKOFF"),
-        ({"OPTIONS": {"MAX_ATTEMPTS": 0}}, r"\['MAX_ATTEMPTS'\] must be an int >= 1"),
-        ({"OPTIONS": {"MAX_ATTEMPTS": True}}, "must be an int >= 1"),
+        (
+            {"OPTIONS": {"MAX_ATTEMPTS": 0}},
+            r"\['MAX_ATTEMPTS'\] must be an int from 1 to 1000000",
+        ),
+        ({"OPTIONS": {"MAX_ATTEMPTS": True}}, "must be an int from 1 to 1000000"),
         ({"OPTIONS": {"BACKOFF": 30}}, r"\['BACKOFF'\] must be a callable"),
         ({"OPTIONS": {"BACKOFF": "no.such.backoff"}}, "BACKOFF"),
     ],
@@ -465,6 +526,19 @@ def test_using_another_queue_and_another_backend(settings: Any) -> None:
 def test_bad_backend_configuration(params: dict[str, Any], problem: str) -> None:
     with pytest.raises(InvalidTaskBackend, match=problem):
         ChannelsBackend("x", {"BACKEND": BACKEND, **params})
+
+
+def test_empty_queues_mean_any_channel_name(settings: Any, redis_client: Any) -> None:
+    # As Django documents QUEUES: empty means no validation of queue names.
+    settings.TASKS = {"default": {"BACKEND": BACKEND, "QUEUES": []}}
+    result = defs.echo.using(queue_name="any-queue.1").enqueue()
+    assert record(result).channel == "any-queue.1"
+    assert default_task_backend.get_result(result.id).task.queue_name == "any-queue.1"
+    assert async_to_sync(next_ring)("any-queue.1")["task_id"] == result.id
+    # Still a channel name, or it could never be rung.
+    with pytest.raises(InvalidTask, match="'not a channel' is not a channel name"):
+        defs.echo.using(queue_name="not a channel")
+    assert TaskRecord.objects.count() == 1
 
 
 def test_backend_options_give_defaults(settings: Any) -> None:
@@ -479,9 +553,9 @@ def test_backend_options_give_defaults(settings: Any) -> None:
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
-        ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
-        ({"max_attempts": "3"}, "max_attempts must be an int >= 1"),
-        ({"max_attempts": True}, "max_attempts must be an int >= 1"),
+        ({"max_attempts": 0}, "max_attempts must be an int from 1 to"),
+        ({"max_attempts": "3"}, "max_attempts must be an int from 1 to"),
+        ({"max_attempts": True}, "max_attempts must be an int from 1 to"),
         ({"backoff": 30}, "backoff must be a callable"),
         ({"run_after": datetime(2030, 1, 1)}, "aware datetime"),
         ({"queue_name": "emails"}, "not valid for backend"),
