@@ -225,7 +225,12 @@ async def test_failure_is_stored_logged_once_and_scheduled(worker, caplog) -> No
     assert attempt.outcome == "failed"
     assert attempt.decision == "retry"
     assert "raise Flaky" in attempt.traceback
-    records = [r for r in caplog.records if getattr(r, "outcome", None) == "retry"]
+    # The log and the hook follow the write: wait for each one.
+    records = await until(
+        lambda: [r for r in caplog.records if getattr(r, "outcome", None) == "retry"],
+        what="the retry log record",
+        in_loop=True,
+    )
     assert len(records) == 1
     record = records[0]
     assert record.levelno == logging.INFO
@@ -233,6 +238,7 @@ async def test_failure_is_stored_logged_once_and_scheduled(worker, caplog) -> No
     assert (record.task_id, record.attempt, record.max_attempts) == (str(task.id), 1, 3)
     assert record.error_class == "Flaky"
     assert record.next_attempt_at == waiting.due_at.isoformat()
+    await until(lambda: Consumer.retried, what="on_retry", in_loop=True)
     assert Consumer.retried == [str(task.id)]
 
 
@@ -245,10 +251,16 @@ async def test_last_attempt_ends_dead_with_error_log(worker, caplog) -> None:
     dead = await until(status_is(task, Status.DEAD), what="dead")
     assert dead.reason == "attempts exhausted (2 of 2)"
     assert dead.finished_at is not None
-    errors = [r for r in caplog.records if getattr(r, "outcome", None) == "give_up"]
+    # The log and the hook follow the write: wait for each one.
+    errors = await until(
+        lambda: [r for r in caplog.records if getattr(r, "outcome", None) == "give_up"],
+        what="the give-up log record",
+        in_loop=True,
+    )
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
     assert errors[0].exc_info[0] is Flaky
+    await until(lambda: Consumer.gave_up, what="on_give_up", in_loop=True)
     assert Consumer.gave_up == [str(task.id)]
 
 
