@@ -106,7 +106,7 @@ def _owner_id(user: Any) -> Any:
     if not isinstance(user, model):
         raise InvalidArgument(
             "user",
-            f"must be a {label}, an AnonymousUser or None, "
+            f"must be an instance of {label}, an AnonymousUser or None, "
             f"not {user.__class__.__name__}",
         )
     if user.pk is None:
