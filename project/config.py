@@ -6,9 +6,12 @@ into a single ``error: ...`` line on standard error instead of a traceback.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
+import zoneinfo
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -43,18 +46,70 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def env_number(name: str, default: float, *, minimum: float = 0) -> float:
-    """Read a number of at least ``minimum``."""
+def env_number(
+    name: str, default: float, *, minimum: float = 0, maximum: float = math.inf
+) -> float:
+    """Read a finite number from ``minimum`` to ``maximum``."""
     raw = os.environ.get(name)
     if raw is None:
         return default
+    expected = _expected("a number", minimum, maximum)
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+        raise ConfigError(f"{name}={raw!r} is not a number; {expected}") from None
+    # NaN and infinities parse, but wait forever or crash int() later.
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number; {expected}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r} is out of range; {expected}")
     return value
+
+
+def env_int(
+    name: str, default: int, *, minimum: int = 0, maximum: float = math.inf
+) -> int:
+    """Read a whole number from ``minimum`` to ``maximum``."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    expected = _expected("a whole number", minimum, maximum)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; {expected}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw!r} is out of range; {expected}")
+    return value
+
+
+def _expected(kind: str, minimum: float, maximum: float) -> str:
+    if math.isinf(maximum):
+        return f"expected {kind} of at least {minimum:g}"
+    return f"expected {kind} from {minimum:g} to {maximum:g}"
+
+
+def env_choice(name: str, default: str, choices: Sequence[str], what: str) -> str:
+    """Read one of ``choices``, in any case; return it as spelled in ``choices``."""
+    raw = os.environ.get(name, default)
+    by_word = {choice.lower(): choice for choice in choices}
+    choice = by_word.get(raw.strip().lower())
+    if choice is None:
+        words = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        raise ConfigError(f"{name}={raw!r} is not {what}; use {words}")
+    return choice
+
+
+def env_time_zone(name: str, default: str) -> str:
+    """Read the name of a time zone that this machine knows."""
+    raw = os.environ.get(name, default)
+    try:
+        zoneinfo.ZoneInfo(raw)
+    except (ValueError, KeyError, OSError):
+        raise ConfigError(
+            f"{name}={raw!r} is not a time zone; use a name such as UTC or Europe/Paris"
+        ) from None
+    return raw
 
 
 def validate_redis_url(url: str) -> str:
@@ -127,8 +182,16 @@ def _without_password(netloc: str) -> str:
     return "***@" + netloc.rsplit("@", 1)[1]
 
 
-def data_dir(base_dir: Path) -> Path:
-    """The folder for local state (SQLite database), created on demand."""
+def data_dir(base_dir: Path, *parts: str) -> Path:
+    """The folder for local state (SQLite database), or one inside it, created on
+    demand."""
     path = Path(os.environ.get("DATA_DIR", base_dir / "data")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    path = path.joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"DATA_DIR: cannot make the folder {path} ({err.strerror}); "
+            "set DATA_DIR to a folder this user may write"
+        ) from None
     return path

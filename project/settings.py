@@ -17,8 +17,11 @@ from project.config import (
     ConfigError,
     data_dir,
     env_bool,
+    env_choice,
+    env_int,
     env_list,
     env_number,
+    env_time_zone,
     validate_redis_url,
 )
 
@@ -97,14 +100,15 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": 20,
 }
+# Workers touch the database several times per task; reconnecting each time
+# costs more than the work. Health checks drop dead connections.
+_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 60)
 try:
     DATABASES = {
         "default": dj_database_url.parse(
             os.environ.get("DATABASE_URL")
             or f"sqlite:///{data_dir(BASE_DIR) / 'db.sqlite3'}",
-            # Workers touch the database several times per task; reconnecting
-            # each time costs more than the work. Health checks drop dead ones.
-            conn_max_age=int(env_number("DATABASE_CONN_MAX_AGE", 60)),
+            conn_max_age=_CONN_MAX_AGE,
             conn_health_checks=True,
         )
     }
@@ -132,7 +136,7 @@ CHANNEL_LAYERS = {
             # BZPOPMIN and crashes idle workers; blocking reads must not time out.
             "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
             "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
-            "capacity": int(env_number("CHANNEL_CAPACITY", 100, minimum=1)),
+            "capacity": env_int("CHANNEL_CAPACITY", 100, minimum=1),
         },
     }
 }
@@ -162,24 +166,26 @@ LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+TIME_ZONE = env_time_zone("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", data_dir(BASE_DIR) / "static"))
+# Made when it is the default, so that WhiteNoise does not warn at every start.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or data_dir(BASE_DIR, "static"))
 # Daphne serves no static files; WhiteNoise does, straight from the apps'
 # static folders, so no collectstatic step is needed to run.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = env_choice(
+    "LOG_LEVEL",
+    "INFO",
+    ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    "a log level",
+)
 # "text": readable key=value lines; "json": one JSON object per line.
-LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
-if LOG_FORMAT not in {"text", "json"}:
-    raise ConfigError(
-        f"LOG_FORMAT={LOG_FORMAT!r} is not a log format; use text or json"
-    )
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"], "a log format")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -203,7 +209,10 @@ RETRYING_CONSUMERS = {
     "NOTIFY_DEAD": env_bool("NOTIFY_DEAD", False),
     "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or None,
     **{
-        f"PURGE_{status}_AFTER": env_number(f"PURGE_{status}_DAYS", 0) * 86400 or None
+        # At most 100 years, the longest the library takes.
+        f"PURGE_{status}_AFTER": (
+            env_number(f"PURGE_{status}_DAYS", 0, maximum=36500) * 86400 or None
+        )
         for status in ("SUCCEEDED", "DEAD", "CANCELLED")
     },
 }
@@ -215,7 +224,7 @@ MAILERS = {
         "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "OPTIONS": {
             "host": os.environ.get("EMAIL_HOST", "localhost"),
-            "port": int(env_number("EMAIL_PORT", 25, minimum=1)),
+            "port": env_int("EMAIL_PORT", 25, minimum=1, maximum=65535),
             "username": os.environ.get("EMAIL_HOST_USER", ""),
             "password": os.environ.get("EMAIL_HOST_PASSWORD", ""),
             "use_tls": env_bool("EMAIL_USE_TLS", False),

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from project.config import ConfigError, env_bool, validate_redis_url
-from project.devrun import BASE_DIR, free_port
-
-
-def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in env or env[k]}
-    full_env.update({k: v for k, v in env.items() if v})
-    for key in [k for k, v in env.items() if not v]:
-        full_env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=BASE_DIR,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert words in lines[0]
+from project.config import (
+    ConfigError,
+    env_bool,
+    env_int,
+    env_number,
+    validate_redis_url,
+)
+from project.devrun import free_port
+from tests.project.entrypoints import assert_one_line_error, run
 
 
 def test_missing_secret_key_outside_development_mode() -> None:
@@ -65,9 +47,7 @@ def test_invalid_redis_url_under_daphne() -> None:
         ["-m", "daphne", "-p", str(free_port()), "project.asgi:application"],
         REDIS_URL="nonsense",
     )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: REDIS_URL=")
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, "REDIS_URL=")
 
 
 def test_unreachable_redis_stops_a_worker_with_one_line() -> None:
@@ -108,3 +88,29 @@ def test_channel_layer_reads_without_socket_timeout(settings) -> None:
     host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
     assert host["socket_timeout"] is None
     assert host["address"] == os.environ["REDIS_URL"]
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400"])
+def test_numbers_from_the_environment_are_finite(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOME_NUMBER", raw)
+    with pytest.raises(ConfigError, match=r"SOME_NUMBER=.* expected a number"):
+        env_number("SOME_NUMBER", 1)
+    with pytest.raises(ConfigError, match=r"SOME_NUMBER=.* expected a whole number"):
+        env_int("SOME_NUMBER", 1)
+
+
+def test_numbers_from_the_environment_stay_in_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOME_NUMBER", "12")
+    assert env_number("SOME_NUMBER", 1, maximum=12) == 12.0
+    assert env_int("SOME_NUMBER", 1, maximum=12) == 12
+    with pytest.raises(ConfigError, match=r"expected a number from 0 to 11\b"):
+        env_number("SOME_NUMBER", 1, maximum=11)
+    with pytest.raises(ConfigError, match="expected a whole number of at least 13"):
+        env_int("SOME_NUMBER", 1, minimum=13)
+    monkeypatch.setenv("SOME_NUMBER", "1.5")
+    with pytest.raises(ConfigError, match="is not a whole number"):
+        env_int("SOME_NUMBER", 1)
