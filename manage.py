@@ -12,8 +12,10 @@ def main() -> None:
 
     from project.errors import exit_on_bad_config
 
+    # Django would keep a settings error for later and show another one instead.
     exit_on_bad_config(lambda: settings.INSTALLED_APPS)
-    execute_from_command_line(sys.argv)
+    # Bad library options, read as apps load, are one line too.
+    exit_on_bad_config(lambda: execute_from_command_line(sys.argv))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ class RetryingConsumersConfig(AppConfig):
 
     def ready(self) -> None:
         from . import notify, signals
+        from .conf import library_settings
+
+        # Read now, so that a bad option stops every process at its start
+        # rather than failing a request or a worker later.
+        library_settings()
 
         # The receiver checks NOTIFY_DEAD itself, so settings may change later.
         signals.task_dead.connect(

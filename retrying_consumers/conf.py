@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import socket
 from dataclasses import dataclass, fields
@@ -82,6 +83,13 @@ _OPTIONAL = frozenset(
 )
 
 
+#: Options that must be whole numbers (the others may be fractions).
+_WHOLE = frozenset(f.name for f in fields(LibrarySettings) if f.type == "int")
+#: The longest time an option may give, in seconds (100 years): a moment
+#: further away does not fit a datetime.
+_MAX_SECONDS = 100 * 365 * 86400
+
+
 def _check_option(name: str, value: Any) -> None:
     """Raise ConfigurationError unless ``value`` suits option ``name``."""
     key = f"RETRYING_CONSUMERS[{name.upper()!r}]"
@@ -89,14 +97,28 @@ def _check_option(name: str, value: Any) -> None:
         return
     if name in _FLAGS:
         if not isinstance(value, bool):
-            raise ConfigurationError(f"{key} must be True or False")
+            raise ConfigurationError(f"{key} must be True or False, not {value!r}")
     elif name in _TEXTS:
         if not isinstance(value, str) or not value:
             raise ConfigurationError(f"{key} must be a non-empty string or None")
-    elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{key} must be a number")
-    elif value <= 0:
-        raise ConfigurationError(f"{key} must be > 0")
+    else:
+        _check_number(key, value, whole=name in _WHOLE)
+
+
+def _check_number(key: str, value: Any, *, whole: bool) -> None:
+    # bool is an int to Python, and NaN and infinities are floats.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{key} must be a number, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigurationError(f"{key} must be a finite number, not {value!r}")
+    if whole and not isinstance(value, int):
+        raise ConfigurationError(f"{key} must be a whole number, not {value!r}")
+    if value <= 0:
+        raise ConfigurationError(f"{key} must be > 0, not {value!r}")
+    if not whole and value > _MAX_SECONDS:
+        raise ConfigurationError(
+            f"{key} must be at most {_MAX_SECONDS} seconds (100 years), not {value!r}"
+        )
 
 
 @functools.cache

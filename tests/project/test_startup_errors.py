@@ -7,14 +7,29 @@ PostgreSQL are "unreachable" on closed ports, which refuse at once.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from project.devrun import free_port
 from tests.project.entrypoints import assert_one_line_error, run
 
+ASGI_IMPORT = ["-c", "import project.asgi"]
 RUNWORKER = ["manage.py", "runworker", "examples"]
+DAPHNE = ["-m", "daphne", "-b", "127.0.0.1", "-p"]
+
+
+def entry(name: str) -> list[str]:
+    """The arguments of ``python`` for one entry point."""
+    if name == "daphne":
+        return [*DAPHNE, str(free_port()), "project.asgi:application"]
+    if name == "asgi":
+        return ASGI_IMPORT
+    if name == "runworker":
+        return RUNWORKER
+    return ["manage.py", *name.split()]
 
 
 def closed_redis() -> dict[str, str]:
@@ -83,3 +98,31 @@ def test_a_worker_does_not_wait_forever_for_redis(data_dir: dict[str, str]) -> N
     env = {**data_dir, **closed_redis(), "REDIS_CONNECT_TIMEOUT": "nan"}
     result = run(RUNWORKER, timeout=30, **env)
     assert_one_line_error(result, "REDIS_CONNECT_TIMEOUT='nan'")
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "options", "words"),
+    [
+        ("check", {"LEASE_SECOND": 5}, "LEASE_SECOND"),
+        ("asgi", {"LEASE_SECONDS": float("nan")}, "'LEASE_SECONDS']"),
+        ("runworker", {"GRACE_PERIOD": float("inf")}, "'GRACE_PERIOD']"),
+        ("runworker", {"WORKER_CONCURRENCY": 2.5}, "'WORKER_CONCURRENCY']"),
+        ("daphne", {"METRICS_TOKENS": "x"}, "METRICS_TOKENS"),
+    ],
+)
+def test_bad_library_options_stop_every_entry_point(
+    entry_point: str,
+    options: dict[str, Any],
+    words: str,
+    data_dir: dict[str, str],
+) -> None:
+    result = run(
+        entry(entry_point),
+        timeout=30,
+        **data_dir,
+        **closed_redis(),
+        DJANGO_SETTINGS_MODULE="tests.project.library_settings",
+        TEST_RETRYING_CONSUMERS=json.dumps(options),
+    )
+    assert_one_line_error(result, words)
+    assert "RETRYING_CONSUMERS" in result.stderr

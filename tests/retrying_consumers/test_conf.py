@@ -31,6 +31,15 @@ def test_overrides(settings) -> None:
         ({"LEASE_SECONDS": "5"}, "'LEASE_SECONDS'] must be a number"),
         ({"RING_TIMEOUT": 0}, "'RING_TIMEOUT'] must be > 0"),
         ({"WORKER_CONCURRENCY": True}, "must be a number"),
+        ({"LEASE_SECONDS": float("nan")}, "'LEASE_SECONDS'] must be a finite number"),
+        ({"GRACE_PERIOD": float("inf")}, "'GRACE_PERIOD'] must be a finite number"),
+        ({"RING_TIMEOUT": -float("inf")}, "'RING_TIMEOUT'] must be a finite number"),
+        ({"PURGE_DEAD_AFTER": float("nan")}, "'PURGE_DEAD_AFTER'] must be a finite"),
+        ({"NOTIFY_INTERVAL": 1e300}, "'NOTIFY_INTERVAL'] must be at most"),
+        ({"WORKER_CONCURRENCY": 2.5}, "'WORKER_CONCURRENCY'] must be a whole number"),
+        ({"TRACEBACK_LIMIT": 1e9}, "'TRACEBACK_LIMIT'] must be a whole number"),
+        ({"STORE_RESULTS": 1}, "'STORE_RESULTS'] must be True or False"),
+        ({"METRICS_TOKEN": 5}, "'METRICS_TOKEN'] must be a non-empty string"),
     ],
 )
 def test_bad_options(settings, options, words) -> None:
