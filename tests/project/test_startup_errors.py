@@ -101,6 +101,25 @@ def test_a_worker_does_not_wait_forever_for_redis(data_dir: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--concurrency", "nan"),
+        ("--concurrency", "1e400"),
+        ("--concurrency", "2.5"),
+        ("--grace-period", "nan"),
+        ("--grace-period", "inf"),
+        ("--grace-period", "1e400"),
+        ("--grace-period", "-inf"),
+    ],
+)
+def test_runworker_numeric_options_must_be_finite(
+    option: str, value: str, data_dir: dict[str, str]
+) -> None:
+    result = run([*RUNWORKER, f"{option}={value}"], **data_dir, **closed_redis())
+    assert_one_line_error(result, f"argument {option}: {value!r}")
+
+
+@pytest.mark.parametrize(
     ("entry_point", "options", "words"),
     [
         ("check", {"LEASE_SECOND": 5}, "LEASE_SECOND"),

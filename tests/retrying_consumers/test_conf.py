@@ -66,6 +66,8 @@ def test_runworker_refuses_bad_arguments(args: list[str], words: str) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
-    assert words in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert words in lines[0]

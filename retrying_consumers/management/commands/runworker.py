@@ -4,13 +4,15 @@ Same arguments as Channels' own, plus ``--concurrency`` and ``--grace-period``.
 The worker takes only as many messages as it can run, keeps going past poison
 messages, rings due and lost tasks, and stops gracefully on SIGTERM/SIGINT (see
 ``retrying_consumers.worker``). An unreachable Redis is one line and exit status 2
-after ``REDIS_CONNECT_TIMEOUT`` seconds.
+after ``REDIS_CONNECT_TIMEOUT`` seconds; so is a bad argument.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 from typing import Any
 
 from channels.management.commands import runworker
@@ -28,11 +30,21 @@ logger = logging.getLogger("retrying_consumers.worker")
 
 
 def positive(kind: type) -> Any:
+    """An argparse type: a finite ``kind`` (int or float) more than 0."""
+    noun = "a whole number" if kind is int else "a number"
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {noun}; expected {noun} more than 0"
+            ) from None
+        # float() takes "nan" and "inf"; an infinite grace period never ends.
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a finite number; expected {noun} more than 0"
+            )
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
         return value
@@ -42,6 +54,14 @@ def positive(kind: type) -> Any:
 
 class Command(runworker.Command):
     help = "Run a retrying worker for the given channels."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        if parser.called_from_command_line:
+            # One line, like every other start-up mistake, not the usage block.
+            usage = f"see {os.path.basename(prog_name)} {subcommand} --help"
+            parser.error = lambda message: fail(f"{message} ({usage})")
+        return parser
 
     def add_arguments(self, parser: Any) -> None:
         super().add_arguments(parser)
@@ -63,7 +83,10 @@ class Command(runworker.Command):
     def handle(self, *args: Any, **options: Any) -> None:
         bad = [c for c in options["channels"] if not CHANNEL_NAME.fullmatch(c)]
         if bad:
-            raise CommandError(f"invalid channel name(s): {', '.join(bad)}")
+            fail(
+                f"invalid channel name(s): {', '.join(bad)}; expected ASCII "
+                "letters, digits, '-', '_' and '.', at most 99 of them"
+            )
         redis_url = getattr(settings, "REDIS_URL", None)
         if redis_url:
             try:
