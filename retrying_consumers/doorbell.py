@@ -2,9 +2,15 @@
 
 A ring carries only the task id and attempt number; the store holds the rest.
 Rings sent together travel as one message of ``RINGS_TYPE`` (the worker splits
-it again, and takes only what it has room for). A ring that fails (Redis down,
-``ChannelFull``) loses nothing: the task stays queued with a ``due_at``, and the
-scheduler rings it again.
+it again, and takes only what it has room for). A ring that fails loses
+nothing: the task stays queued with a ``due_at``, and the scheduler rings it
+again. A ring refused with ``ChannelFull`` makes its task due at once, so that
+the scheduler rings it again as soon as the channel has room (see
+:func:`aroom`), not after ``RING_TIMEOUT``; Redis down, it waits that long.
+
+A channel found full is left alone for a pause that doubles while it stays full
+(:class:`FullChannels`): meanwhile its rings are refused here, without asking
+Redis, and their tasks made due for the scheduler.
 """
 
 from __future__ import annotations
@@ -14,11 +20,19 @@ import atexit
 import logging
 import os
 import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
-from .batching import GroupCommit, group_commit
+from . import store
+from .batching import GroupCommit, group_commit, in_database
+from .exceptions import TaskNotFound
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.doorbell")
@@ -35,6 +49,14 @@ MAX_RINGS_PER_MESSAGE = 50
 #: receives and bigger batches of claims in the workers: 8 ms rather than 5
 #: cut the workers' CPU per task by 10-50% in bursts of enqueues.
 RING_LINGER = 0.008
+#: Seconds a channel found full is left alone at first; the pause doubles each
+#: time it is found full again, up to ``FULL_PAUSE_MAX``.
+FULL_PAUSE_MIN = 0.02
+FULL_PAUSE_MAX = 0.5
+#: Share of a channel's capacity that :func:`aroom` leaves free: a worker that
+#: took a batch of more rings than it can run sends the rest back, and a
+#: channel filled to the brim would refuse them.
+HEADROOM = 0.1
 
 
 def ring_message(task: TaskRecord) -> dict[str, Any]:
@@ -174,31 +196,181 @@ class _Handoff:
                     return
 
 
+async def aring_again(channel: str, rings: list[Any], layer: Any = None) -> bool:
+    """Send rings taken from ``channel`` back to it, as one message.
+
+    For a worker that took a batch of more rings than it can run now. False
+    (and a log line) if that failed; if the channel was full, their tasks are
+    made due, and the scheduler rings them again as soon as it has room.
+    """
+    # Taking the batch made room: worth asking even if the channel was full
+    # a moment ago.
+    return await _send_rings(channel, rings, layer=layer, pausing=False)
+
+
 async def _send_rings(
-    channel: str, rings: list[dict[str, Any]], timeout: float | None = None
+    channel: str,
+    rings: list[Any],
+    timeout: float | None = None,
+    layer: Any = None,
+    pausing: bool = True,
 ) -> bool:
-    """Send ``rings`` as one message; False (and a log line) if it failed."""
-    layer = get_channel_layer()
+    """Send ``rings`` as one message; False (and a log line) if it failed.
+
+    With ``pausing``, a channel found full a moment ago is not asked.
+    """
+    layer = layer if layer is not None else get_channel_layer()
     try:
-        if layer is None:
-            raise RuntimeError("no channel layer is configured")
-        async with asyncio.timeout(timeout):
-            await layer.send(channel, batch_message(rings))
+        await _send(layer, channel, rings, timeout, pausing)
     except Exception as err:  # ChannelFull, connection errors: the store re-rings
         if isinstance(err, TimeoutError):
             err = TimeoutError(f"no answer within {timeout:g} s")
-        ids = [str(r.get("task_id")) for r in rings]
-        logger.warning(
-            "%s ring(s) failed, the store will ring again: channel=%s task_ids=%s "
-            "error=%s",
-            len(rings),
-            channel,
-            ",".join(ids[:10]) + (",..." if len(ids) > 10 else ""),
-            f"{type(err).__name__}: {err}",
-            extra={"channel": channel, "task_id": ids[0] if len(ids) == 1 else None},
-        )
+        _log_failure(channel, rings, err)
+        if isinstance(err, ChannelFull):
+            await _make_due(rings)
         return False
     return True
+
+
+async def _send(
+    layer: Any, channel: str, rings: list[Any], timeout: float | None, pausing: bool
+) -> None:
+    if layer is None:
+        raise RuntimeError("no channel layer is configured")
+    full = full_channels(layer)
+    if pausing and full.paused(channel):
+        raise ChannelFull("the channel was full a moment ago")
+    try:
+        async with asyncio.timeout(timeout):
+            await layer.send(channel, batch_message(rings))
+    except ChannelFull as err:
+        full.found_full(channel)
+        raise ChannelFull("the channel is full") from err
+    full.found_room(channel)
+
+
+def _log_failure(channel: str, rings: list[Any], err: Exception) -> None:
+    ids = [str(_task_id_of(r)) for r in rings]
+    logger.warning(
+        "%s ring(s) failed, the store will ring again: channel=%s task_ids=%s error=%s",
+        len(rings),
+        channel,
+        ",".join(ids[:10]) + (",..." if len(ids) > 10 else ""),
+        f"{type(err).__name__}: {err}",
+        extra={"channel": channel, "task_id": ids[0] if len(ids) == 1 else None},
+    )
+
+
+def _task_id_of(ring: Any) -> Any:
+    return ring.get("task_id") if isinstance(ring, dict) else None
+
+
+async def _make_due(rings: list[Any]) -> None:
+    """Make the tasks of refused ``rings`` due now, for the scheduler to ring."""
+    ids = []
+    for ring in rings:
+        try:
+            ids.append(store.parse_task_id(_task_id_of(ring)))
+        except TaskNotFound:
+            continue  # not a ring of ours: nothing to ring again
+    batcher = in_database("make due", _make_due_many)
+    try:
+        await asyncio.gather(*(batcher(task_id) for task_id in ids))
+    except Exception as err:
+        logger.warning(
+            "could not make %s refused task(s) due now; they are rung again after "
+            "RING_TIMEOUT: %s",
+            len(ids),
+            f"{type(err).__name__}: {err}",
+        )
+
+
+def _make_due_many(task_ids: list[uuid.UUID]) -> list[None]:
+    store.make_due(task_ids)
+    return [None] * len(task_ids)
+
+
+@dataclass
+class FullChannels:
+    """The channels of one channel layer found full lately, and for how long
+    each is left alone: ``FULL_PAUSE_MIN`` at first, doubled each time it is
+    found full again, up to ``FULL_PAUSE_MAX``; forgotten once a ring goes in.
+    """
+
+    clock: Callable[[], float] = time.monotonic
+    #: channel -> (left alone until, length of that pause)
+    pauses: dict[str, tuple[float, float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def paused(self, channel: str) -> bool:
+        """Whether ``channel`` was found full and is still left alone."""
+        with self.lock:
+            found = self.pauses.get(channel)
+        return found is not None and self.clock() < found[0]
+
+    def found_full(self, channel: str) -> float:
+        """Note that ``channel`` is full; return how long it is left alone."""
+        with self.lock:
+            found = self.pauses.get(channel)
+            pause = FULL_PAUSE_MIN if found is None else found[1] * 2
+            pause = min(pause, FULL_PAUSE_MAX)
+            self.pauses[channel] = (self.clock() + pause, pause)
+        return pause
+
+    def found_room(self, channel: str) -> None:
+        """Note that ``channel`` took a message: no pause next time it is full."""
+        with self.lock:
+            self.pauses.pop(channel, None)
+
+
+_full_channels: weakref.WeakKeyDictionary[Any, FullChannels] = (
+    weakref.WeakKeyDictionary()
+)
+_full_channels_lock = threading.Lock()
+
+
+def full_channels(layer: Any) -> FullChannels:
+    """The :class:`FullChannels` of ``layer`` (one per layer object)."""
+    with _full_channels_lock:
+        found = _full_channels.get(layer)
+        if found is None:
+            found = _full_channels[layer] = FullChannels()
+        return found
+
+
+async def aroom(channel: str) -> int | None:
+    """How many rings ``channel`` takes now; None if the layer cannot tell.
+
+    The messages it has room for, less ``HEADROOM``, times
+    ``MAX_RINGS_PER_MESSAGE``. 0 without asking Redis while the channel is
+    left alone (see :class:`FullChannels`), and a channel found full is left
+    alone from then on. Only channels-redis's layer can tell (one ``ZCOUNT``
+    per host).
+    """
+    layer = get_channel_layer()
+    if not _counts_messages(layer):
+        return None
+    full = full_channels(layer)
+    if full.paused(channel):
+        return 0
+    capacity = layer.get_capacity(channel)
+    key = layer.prefix + channel
+    free = 0
+    for index in range(layer.ring_size):
+        held = await layer.connection(index).zcount(key, "-inf", "+inf")
+        free += max(0, capacity - int(held))
+    if free == 0:
+        full.found_full(channel)
+    else:
+        full.found_room(channel)
+    spare = free - int(capacity * HEADROOM) * layer.ring_size
+    return max(0, spare) * MAX_RINGS_PER_MESSAGE
+
+
+def _counts_messages(layer: Any) -> bool:
+    from channels_redis.core import RedisChannelLayer
+
+    return isinstance(layer, RedisChannelLayer)
 
 
 _loop_lock = threading.Lock()

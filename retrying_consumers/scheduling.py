@@ -3,8 +3,10 @@
 A waiting retry holds no worker: it is a row with a ``due_at``. This module rings
 such rows when they fall due, from an in-process timer set when the retry was
 decided, and from :func:`aring_due`, which any process may call periodically to
-pick up what a dead process's timers would have rung. Taking a ring is a
-conditional UPDATE, so any number of processes may race for it.
+pick up what a dead process's timers would have rung, lost rings, and rings
+the channel layer refused (``ChannelFull``), as many at a time as the channel
+has room for. Taking a ring is a conditional UPDATE, so any number of
+processes may race for it.
 
 A worker process registers itself with :func:`serve_due_retries`: its timers
 then hand a due retry to the worker, which runs it ahead of the rings waiting in
@@ -28,10 +30,14 @@ from django.utils import timezone
 from . import store
 from .batching import GroupCommit, in_database
 from .conf import library_settings
-from .doorbell import aring, ring_message
+from .doorbell import aring, aroom, ring_message
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.scheduler")
+
+#: Rings one look of the scheduler sends to one channel at most, however much
+#: room it has: 100 messages of ``MAX_RINGS_PER_MESSAGE``.
+MAX_RINGS_PER_LOOK = 5_000
 
 # Timers' tasks, kept referenced until they finish.
 _pending: set[asyncio.Task[bool]] = set()
@@ -126,7 +132,26 @@ def _ring_takers(ring_timeout: float) -> GroupCommit[uuid.UUID, TaskRecord | Non
 
 
 async def aring_due(limit: int = 100) -> int:
-    """Ring every due task (up to ``limit``); return how many this call rang."""
-    ids = await database_sync_to_async(store.due_task_ids)(limit)
+    """Ring due tasks, as many as each channel has room for; return how many.
+
+    Each channel with due tasks gets the rings it can take now (see
+    :func:`~retrying_consumers.doorbell.aroom`), up to ``MAX_RINGS_PER_LOOK``,
+    or ``limit`` if its channel layer cannot tell; a full channel gets none,
+    and its tasks stay due for the next look. So a burst refused with
+    ``ChannelFull`` is rung again as the workers make room, and none of it
+    is taken only to be refused again.
+    """
+    channels = await database_sync_to_async(store.due_channels)()
+    rung = await asyncio.gather(*(_ring_due_of(c, limit) for c in channels))
+    return sum(rung)
+
+
+async def _ring_due_of(channel: str, limit: int) -> int:
+    """Ring the due tasks of ``channel`` that it has room for."""
+    room = await aroom(channel)
+    count = limit if room is None else min(room, MAX_RINGS_PER_LOOK)
+    if count <= 0:
+        return 0
+    ids = await database_sync_to_async(store.due_task_ids)(count, channel)
     rung = await asyncio.gather(*(aring_if_due(task_id) for task_id in ids))
     return sum(rung)

@@ -451,15 +451,49 @@ def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord
     return get_task(task_id)
 
 
-def due_task_ids(limit: int = 100) -> list[uuid.UUID]:
-    """Queued or retrying tasks whose ``due_at`` has passed, oldest first."""
-    return list(
-        TaskRecord.objects.filter(
-            status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
-        )
-        .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
+def due_task_ids(limit: int = 100, channel: str | None = None) -> list[uuid.UUID]:
+    """Queued or retrying tasks whose ``due_at`` has passed, oldest first.
+
+    Only tasks of ``channel``, if given.
+    """
+    found = TaskRecord.objects.filter(
+        status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
     )
+    if channel is not None:
+        found = found.filter(channel=channel)
+    return list(found.order_by("due_at").values_list("pk", flat=True)[:limit])
+
+
+def due_channels(scan: int = 10_000) -> list[str]:
+    """The channels of the ``scan`` oldest tasks that :func:`due_task_ids` finds.
+
+    Bounded, so that a backlog of millions costs each look no more than
+    ``scan`` rows of the index.
+    """
+    oldest = TaskRecord.objects.filter(
+        status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
+    ).order_by("due_at")[:scan]
+    return sorted(
+        TaskRecord.objects.filter(pk__in=oldest.values("pk"))
+        .order_by()
+        .values_list("channel", flat=True)
+        .distinct()
+    )
+
+
+def make_due(task_ids: Sequence[uuid.UUID]) -> int:
+    """Make queued tasks due now; return how many were not due yet.
+
+    For tasks whose ring the channel layer refused (``ChannelFull``): the next
+    look of any scheduler rings them again, instead of one ``RING_TIMEOUT``
+    later. A task claimed meanwhile is left alone; one rung twice is claimed
+    once all the same.
+    """
+    now = timezone.now()
+    with write_turn():
+        return TaskRecord.objects.filter(
+            pk__in=list(task_ids), status=Status.QUEUED, due_at__gt=now
+        ).update(due_at=now, updated_at=now)
 
 
 def expired_lease_ids(limit: int = 100) -> list[tuple[uuid.UUID, int]]:
