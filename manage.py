@@ -14,7 +14,8 @@ def main() -> None:
 
     # Django would keep a settings error for later and show another one instead.
     exit_on_bad_config(lambda: settings.INSTALLED_APPS)
-    # Bad library options, read as apps load, are one line too.
+    # Bad library options (read as apps load) and a database that cannot be
+    # used are one line too.
     exit_on_bad_config(lambda: execute_from_command_line(sys.argv))
 
 

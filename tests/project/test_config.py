@@ -8,12 +8,15 @@ import pytest
 
 from project.config import (
     ConfigError,
+    check_database,
+    database_problem,
     env_bool,
     env_int,
     env_number,
     validate_redis_url,
 )
 from project.devrun import free_port
+from tests.processes import database_url
 from tests.project.entrypoints import assert_one_line_error, run
 
 
@@ -50,9 +53,11 @@ def test_invalid_redis_url_under_daphne() -> None:
     assert_one_line_error(result, "REDIS_URL=")
 
 
+@pytest.mark.django_db(transaction=True)  # migrated: the worker gets to Redis
 def test_unreachable_redis_stops_a_worker_with_one_line() -> None:
     result = run(
         ["manage.py", "runworker", "realtime-ping"],
+        DATABASE_URL=database_url(),
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         REDIS_CONNECT_TIMEOUT="0.5",
     )
@@ -114,3 +119,9 @@ def test_numbers_from_the_environment_stay_in_range(
     monkeypatch.setenv("SOME_NUMBER", "1.5")
     with pytest.raises(ConfigError, match="is not a whole number"):
         env_int("SOME_NUMBER", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migrated_test_database_passes_the_start_up_check() -> None:
+    assert database_problem() is None
+    check_database()

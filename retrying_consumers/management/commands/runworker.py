@@ -4,7 +4,8 @@ Same arguments as Channels' own, plus ``--concurrency`` and ``--grace-period``.
 The worker takes only as many messages as it can run, keeps going past poison
 messages, rings due and lost tasks, and stops gracefully on SIGTERM/SIGINT (see
 ``retrying_consumers.worker``). An unreachable Redis is one line and exit status 2
-after ``REDIS_CONNECT_TIMEOUT`` seconds; so is a bad argument.
+after ``REDIS_CONNECT_TIMEOUT`` seconds; so are a database that does not answer or
+lacks the library's migrations, and a bad argument.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from channels.routing import get_default_application
 from django.conf import settings
 from django.core.management import CommandError
 
-from project.config import ConfigError, wait_for_redis
+from project.config import ConfigError, check_database, wait_for_redis
 from project.errors import fail
 from retrying_consumers.conf import library_settings
 from retrying_consumers.producer import CHANNEL_NAME
@@ -87,14 +88,14 @@ class Command(runworker.Command):
                 f"invalid channel name(s): {', '.join(bad)}; expected ASCII "
                 "letters, digits, '-', '_' and '.', at most 99 of them"
             )
-        redis_url = getattr(settings, "REDIS_URL", None)
-        if redis_url:
-            try:
-                wait_for_redis(
-                    redis_url, getattr(settings, "REDIS_CONNECT_TIMEOUT", 10)
-                )
-            except ConfigError as err:
-                fail(str(err))
+        try:
+            check_database()
+            redis_url = getattr(settings, "REDIS_URL", None)
+            if redis_url:
+                timeout = getattr(settings, "REDIS_CONNECT_TIMEOUT", 10)
+                wait_for_redis(redis_url, timeout)
+        except ConfigError as err:
+            fail(str(err))
         layer = self._layer(options["layer"])
         config = WorkerConfig(
             concurrency=options["concurrency"],
