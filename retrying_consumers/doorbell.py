@@ -8,7 +8,9 @@ again. A ring refused with ``ChannelFull`` makes its task due at once, so that
 the scheduler rings it again as soon as the channel has room (see
 :func:`aroom`), not after ``RING_TIMEOUT``; Redis down, it waits that long.
 
-A channel found full is left alone for a pause that doubles while it stays full
+Rings leave a tenth of a channel's capacity (``HEADROOM``) to the rings that
+workers send back, which would otherwise be refused in a full channel. A
+channel found full is left alone for a pause that doubles while it stays full
 (:class:`FullChannels`): meanwhile its rings are refused here, without asking
 Redis, and their tasks made due for the scheduler.
 """
@@ -53,9 +55,10 @@ RING_LINGER = 0.008
 #: time it is found full again, up to ``FULL_PAUSE_MAX``.
 FULL_PAUSE_MIN = 0.02
 FULL_PAUSE_MAX = 0.5
-#: Share of a channel's capacity that :func:`aroom` leaves free: a worker that
-#: took a batch of more rings than it can run sends the rest back, and a
-#: channel filled to the brim would refuse them.
+#: Share of a channel's capacity that rings leave free, but for those that
+#: workers send back (:func:`aring_again`): a worker that took a batch of more
+#: rings than it can run sends the rest back, and a channel filled to the brim
+#: would refuse them.
 HEADROOM = 0.1
 
 
@@ -242,10 +245,14 @@ async def _send(
         raise ChannelFull("the channel was full a moment ago")
     try:
         async with asyncio.timeout(timeout):
+            if pausing and await _spare_messages(layer, channel) == 0:
+                raise ChannelFull(
+                    "the channel is full (its last places are kept for rings sent back)"
+                )
             await layer.send(channel, batch_message(rings))
     except ChannelFull as err:
         full.found_full(channel)
-        raise ChannelFull("the channel is full") from err
+        raise ChannelFull(str(err) or "the channel is full") from err
     full.found_room(channel)
 
 
@@ -341,30 +348,42 @@ def full_channels(layer: Any) -> FullChannels:
 async def aroom(channel: str) -> int | None:
     """How many rings ``channel`` takes now; None if the layer cannot tell.
 
-    The messages it has room for, less ``HEADROOM``, times
+    Its spare places (see :func:`_spare_messages`) times
     ``MAX_RINGS_PER_MESSAGE``. 0 without asking Redis while the channel is
     left alone (see :class:`FullChannels`), and a channel found full is left
-    alone from then on. Only channels-redis's layer can tell (one ``ZCOUNT``
-    per host).
+    alone from then on.
     """
     layer = get_channel_layer()
-    if not _counts_messages(layer):
+    if layer is None or not _counts_messages(layer):
         return None
     full = full_channels(layer)
     if full.paused(channel):
         return 0
-    capacity = layer.get_capacity(channel)
-    key = layer.prefix + channel
-    free = 0
-    for index in range(layer.ring_size):
-        held = await layer.connection(index).zcount(key, "-inf", "+inf")
-        free += max(0, capacity - int(held))
-    if free == 0:
+    spare = await _spare_messages(layer, channel)
+    if spare == 0:
         full.found_full(channel)
     else:
         full.found_room(channel)
-    spare = free - int(capacity * HEADROOM) * layer.ring_size
-    return max(0, spare) * MAX_RINGS_PER_MESSAGE
+    return (spare or 0) * MAX_RINGS_PER_MESSAGE
+
+
+async def _spare_messages(layer: Any, channel: str) -> int | None:
+    """Messages of rings ``channel`` takes now; None if the layer cannot tell.
+
+    Its capacity less what it holds and less ``HEADROOM``, kept free for the
+    rings that workers send back (:func:`aring_again`). Only channels-redis's
+    layer can tell: one ``ZCOUNT`` per host.
+    """
+    if not _counts_messages(layer):
+        return None
+    capacity = layer.get_capacity(channel)
+    usable = capacity - int(capacity * HEADROOM)
+    key = layer.prefix + channel
+    spare = 0
+    for index in range(layer.ring_size):
+        held = await layer.connection(index).zcount(key, "-inf", "+inf")
+        spare += max(0, usable - int(held))
+    return spare
 
 
 def _counts_messages(layer: Any) -> bool:

@@ -221,6 +221,23 @@ async def test_rings_a_worker_sends_back_to_a_full_channel_are_made_due(
     assert await database_sync_to_async(due_now)([task_id]) == 1
 
 
+async def test_rings_leave_the_last_places_to_rings_sent_back(
+    capacity: Callable[[int], FakeClock], redis_client: redis.Redis
+) -> None:
+    # A worker that took more rings than it can run sends the rest back; were
+    # the channel full, they would wait RING_TIMEOUT (30 s) to be rung again.
+    capacity(20)  # HEADROOM: 2 places
+    await fill(CHANNEL, 18)
+    [refused, taken] = [await aenqueue(CHANNEL, TYPE) for _ in range(2)]
+    assert held(redis_client) == 18
+    assert await database_sync_to_async(due_now)([refused, taken]) == 2
+    assert await aring_due() == 0
+    task = await store.aget_task(taken)
+    # The pause that the refusal began does not hold back a ring sent back.
+    assert await doorbell.aring_again(CHANNEL, [doorbell.ring_message(task)])
+    assert held(redis_client) == 19
+
+
 async def test_a_ring_lost_otherwise_waits_for_ring_timeout(
     capacity: Callable[[int], FakeClock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
