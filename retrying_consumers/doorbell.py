@@ -199,32 +199,33 @@ class _Handoff:
                     return
 
 
-async def aring_again(channel: str, rings: list[Any], layer: Any = None) -> bool:
+async def aring_again(channel: str, rings: list[Any], layer: Any = None) -> None:
     """Send rings taken from ``channel`` back to it, as one message.
 
-    For a worker that took a batch of more rings than it can run now. False
-    (and a log line) if that failed; if the channel was full, their tasks are
-    made due, and the scheduler rings them again as soon as it has room.
+    For a worker that took a batch of more rings than it can run now. Raises
+    what the channel layer raised, for the caller to log. Refused with
+    ``ChannelFull``, their tasks are made due first: the scheduler rings them
+    again as soon as the channel has room, not after ``RING_TIMEOUT``.
     """
-    # Taking the batch made room: worth asking even if the channel was full
-    # a moment ago.
-    return await _send_rings(channel, rings, layer=layer, pausing=False)
+    layer = layer if layer is not None else get_channel_layer()
+    try:
+        # Taking the batch made room: worth asking even if the channel was
+        # full a moment ago, and the places rings leave free are for this.
+        await _send(layer, channel, rings, None, pausing=False)
+    except ChannelFull:
+        await _make_due(rings)
+        raise
 
 
 async def _send_rings(
     channel: str,
     rings: list[Any],
     timeout: float | None = None,
-    layer: Any = None,
-    pausing: bool = True,
 ) -> bool:
-    """Send ``rings`` as one message; False (and a log line) if it failed.
-
-    With ``pausing``, a channel found full a moment ago is not asked.
-    """
-    layer = layer if layer is not None else get_channel_layer()
+    """Send ``rings`` as one message; False (and a log line) if it failed."""
+    layer = get_channel_layer()
     try:
-        await _send(layer, channel, rings, timeout, pausing)
+        await _send(layer, channel, rings, timeout, pausing=True)
     except Exception as err:  # ChannelFull, connection errors: the store re-rings
         if isinstance(err, TimeoutError):
             err = TimeoutError(f"no answer within {timeout:g} s")
@@ -238,6 +239,11 @@ async def _send_rings(
 async def _send(
     layer: Any, channel: str, rings: list[Any], timeout: float | None, pausing: bool
 ) -> None:
+    """Send ``rings`` as one message, unless the channel counts as full.
+
+    With ``pausing``, a channel found full a moment ago is not asked, and one
+    without a spare place short of ``HEADROOM`` counts as full.
+    """
     if layer is None:
         raise RuntimeError("no channel layer is configured")
     full = full_channels(layer)

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 import redis
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import channel_layers, get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from retrying_consumers import aenqueue, doorbell, store
@@ -217,7 +219,8 @@ async def test_rings_a_worker_sends_back_to_a_full_channel_are_made_due(
     assert task is not None and task.due_at is not None
     assert task.due_at > timezone.now()  # taken: rung again in 30 s if lost
     await fill(CHANNEL, 1)
-    assert not await doorbell.aring_again(CHANNEL, [doorbell.ring_message(task)])
+    with pytest.raises(ChannelFull):  # for the worker to log
+        await doorbell.aring_again(CHANNEL, [doorbell.ring_message(task)])
     assert await database_sync_to_async(due_now)([task_id]) == 1
 
 
@@ -234,7 +237,7 @@ async def test_rings_leave_the_last_places_to_rings_sent_back(
     assert await aring_due() == 0
     task = await store.aget_task(taken)
     # The pause that the refusal began does not hold back a ring sent back.
-    assert await doorbell.aring_again(CHANNEL, [doorbell.ring_message(task)])
+    await doorbell.aring_again(CHANNEL, [doorbell.ring_message(task)])
     assert held(redis_client) == 19
 
 
@@ -252,3 +255,43 @@ async def test_a_ring_lost_otherwise_waits_for_ring_timeout(
     assert await database_sync_to_async(due_now)([task_id]) == 0
     task = await store.aget_task(task_id)
     assert task.due_at is not None and task.due_at > timezone.now()
+
+
+def plan_of(sql: str) -> str:
+    """SQLite's ``EXPLAIN QUERY PLAN`` details or PostgreSQL's ``EXPLAIN``."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql)
+            return "\n".join(row[-1] for row in cursor.fetchall())
+        cursor.execute("EXPLAIN " + sql)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_a_look_reads_the_index_of_waiting_tasks() -> None:
+    # Every worker looks each second: a scan of the table would cost more as
+    # finished tasks pile up.
+    now = timezone.now()
+    TaskRecord.objects.bulk_create(
+        TaskRecord(
+            channel=CHANNEL,
+            type=TYPE,
+            status=Status.SUCCEEDED,
+            attempt=1,
+            finished_at=now,
+        )
+        for _ in range(500)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TaskRecord._meta.db_table}")
+    with CaptureQueriesContext(connection) as looks:
+        assert store.due_channels() == []
+        assert store.due_task_ids(100, CHANNEL) == []
+    assert len(looks) == 2
+    for look in looks:
+        plan = plan_of(look["sql"])
+        if connection.vendor == "sqlite":
+            assert "USING INDEX rc_task_" in plan, (look["sql"], plan)
+            assert not any(line.startswith("SCAN") for line in plan.splitlines())
+        else:
+            assert "rc_task_" in plan, (look["sql"], plan)
+            assert "Seq Scan" not in plan, (look["sql"], plan)
