@@ -175,8 +175,8 @@ def _report(
             ]
         )
     print_table(
-        f"Overload: {args.tasks} no-op tasks enqueued in a burst, {args.workers} "
-        f"workers; median [min-max] of {args.runs} run(s)",
+        f"Overload: {args.tasks} no-op tasks enqueued in a burst ({args.producer}), "
+        f"{args.workers} workers; median [min-max] of {args.runs} run(s)",
         [
             "store",
             "capacity",
