@@ -39,25 +39,7 @@ CAPACITIES = "100,100000"
 
 
 def main() -> None:
-    parser = common_args(
-        argparse.ArgumentParser(prog="bench.overload", description=__doc__),
-        tasks=20_000,
-    )
-    parser.add_argument(
-        "--capacities",
-        default=CAPACITIES,
-        help="comma list of channel-layer capacities, each its own row; ratios "
-        "are to the last one (default %(default)s)",
-    )
-    parser.add_argument("--workers", type=int, default=2, help="runworker processes")
-    parser.add_argument(
-        "--producer",
-        choices=["atomic", "enqueue"],
-        default="atomic",
-        help="atomic: every enqueue in one transaction, rung together at the "
-        "commit; enqueue: one transaction each (see bench.burst)",
-    )
-    args = parser.parse_args()
+    args = _parser().parse_args()
     capacities = [int(c) for c in args.capacities.split(",")]
     rows: dict[tuple[str, int], dict[str, Series]] = {}
     with Bench(capacity=capacities[0], keep=args.keep_logs) as bench:
@@ -76,10 +58,31 @@ def main() -> None:
                     except Exception as err:  # one failed run must not hide the rest
                         print(f"  FAILED: {err}", flush=True)
                         continue
-                    row = rows.setdefault((db.label, capacity), _row())
-                    _add(row, answer)
+                    _add(rows.setdefault((db.label, capacity), _row()), answer)
                     print(f"  {_summary(answer)}", flush=True)
     _report(args, [(db.label, c) for db in dbs for c in capacities], rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = common_args(
+        argparse.ArgumentParser(prog="bench.overload", description=__doc__),
+        tasks=20_000,
+    )
+    parser.add_argument(
+        "--capacities",
+        default=CAPACITIES,
+        help="comma list of channel-layer capacities, each its own row; ratios "
+        "are to the last one (default %(default)s)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="runworker processes")
+    parser.add_argument(
+        "--producer",
+        choices=["atomic", "enqueue"],
+        default="atomic",
+        help="atomic: every enqueue in one transaction, rung together at the "
+        "commit; enqueue: one transaction each (see bench.burst)",
+    )
+    return parser
 
 
 def run_burst(bench: Bench, db: Database, args: argparse.Namespace) -> dict[str, Any]:
