@@ -31,6 +31,7 @@ _EXPORTS = {
     "AttemptTimedOut": "exceptions",
     "AttemptInterrupted": "exceptions",
     "InvalidPayload": "exceptions",
+    "InvalidArgument": "exceptions",
     "TaskNotFound": "exceptions",
     "ConfigurationError": "exceptions",
     "RetryingAsyncConsumer": "consumers",

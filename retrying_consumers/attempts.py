@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -24,13 +22,15 @@ from . import signals, store
 from .batching import GroupCommit, in_database
 from .conf import library_settings, worker_id
 from .events import apublish
-from .exceptions import AttemptTimedOut, InvalidPayload, TaskNotFound
-from .models import Outcome, TaskRecord
-from .outcomes import announce_failure, announce_success, send_signal
-from .payload import validate_payload
-from .policy import Action, Decision, RetryPolicy
+from .exceptions import AttemptInterrupted, AttemptTimedOut, TaskNotFound
+from .handlers import find_handler
+from .health import is_outage, store_health
+from .models import TaskRecord
+from .outcomes import send_signal
+from .policy import RetryPolicy
 from .progress import ProgressReporter, current_reporter
-from .sql import ClaimRequest, Success
+from .recording import NoHandler, record_failure, record_success
+from .sql import ClaimRequest
 
 logger = logging.getLogger("retrying_consumers.consumers")
 
@@ -52,11 +52,12 @@ current_task: ContextVar[TaskContext | None] = ContextVar(
 )
 
 
-class NoHandler(Exception):
-    """A task's message type has no handler method on the consumer."""
-
-
 RUNNING_EVENT_DELAY = 0.05
+#: Interruptions by stopping workers that a task's drive gets for free; the
+#: next ones count as attempts.
+FREE_INTERRUPTIONS = 3
+#: Attempt numbers fit the store's integer columns.
+MAX_ATTEMPT_NUMBER = 2**31 - 1
 
 
 class DelayedPublish:
@@ -77,21 +78,26 @@ class DelayedPublish:
             await asyncio.shield(self.job)
 
 
-def task_policy(policy: RetryPolicy, task: TaskRecord) -> RetryPolicy:
-    """The policy with the task's own cap on attempts (set at enqueue or re-drive)."""
-    allowed = (task.max_attempts or 0) - task.drive_offset
-    if allowed >= 1 and allowed != policy.max_attempts:
-        return policy.with_options(max_attempts=allowed)
-    return policy
-
-
 async def run_task(consumer: Any, message: dict[str, Any]) -> None:
     """Claim the attempt a ring names and run it; drop duplicates quietly."""
     task_id, attempt = message.get("task_id"), message.get("attempt")
-    if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
+    if not isinstance(attempt, int) or isinstance(attempt, bool):
+        _dead_letter("malformed task message", message)
+        return
+    if not 1 <= attempt <= MAX_ATTEMPT_NUMBER:
         _dead_letter("malformed task message", message)
         return
     policy = consumer.get_retry_policy(str(message.get("type")))
+    task = await _claim(task_id, attempt, policy, message)
+    if task is None:
+        return
+    await run_claimed(consumer, task, policy)
+
+
+async def _claim(
+    task_id: Any, attempt: int, policy: RetryPolicy, message: dict[str, Any]
+) -> TaskRecord | None:
+    """The claimed task, or None (logged) if this ring runs nothing."""
     try:
         request = ClaimRequest(
             store.parse_task_id(task_id), attempt, policy.max_attempts
@@ -99,7 +105,21 @@ async def run_task(consumer: Any, message: dict[str, Any]) -> None:
         task = await _claims(worker_id(), library_settings().lease_seconds)(request)
     except TaskNotFound:
         _dead_letter("message for unknown task", message)
-        return
+        return None
+    except Exception as err:
+        if not is_outage(err):
+            logger.critical(
+                "could not claim: task_id=%s attempt=%s",
+                task_id,
+                attempt,
+                exc_info=True,
+                extra={"task_id": str(task_id)},
+            )
+        else:
+            # The task stays queued; the scheduler rings it again.
+            store_health.failed("claim", err)
+        return None
+    store_health.succeeded()
     if task is None:
         logger.debug(
             "duplicate or stale ring ignored: task_id=%s attempt=%s",
@@ -107,8 +127,7 @@ async def run_task(consumer: Any, message: dict[str, Any]) -> None:
             attempt,
             extra={"task_id": str(task_id)},
         )
-        return
-    await run_claimed(consumer, task, policy)
+    return task
 
 
 def _dead_letter(what: str, message: dict[str, Any]) -> None:
@@ -124,7 +143,12 @@ def _dead_letter(what: str, message: dict[str, Any]) -> None:
 
 
 async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> None:
-    """Run a claimed attempt and record what happened."""
+    """Run a claimed attempt and record what happened.
+
+    Whatever the handler raises, ``BaseException`` included, is recorded as a
+    failed attempt and the policy decides; only the cancellation of a stopping
+    worker hands the task back (see :func:`_interrupted`).
+    """
     lib = library_settings()
     logger.debug(
         "attempt started: task_id=%s channel=%s type=%s attempt=%s/%s",
@@ -138,9 +162,31 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
     # A task that ends within RUNNING_EVENT_DELAY is announced once, finished:
     # half the group sends for short tasks, and nothing a person could see lost.
     running_event = DelayedPublish(task, RUNNING_EVENT_DELAY)
-    sender = type(consumer)
-    await send_signal(signals.task_started, sender, task=task, attempt=task.attempt)
+    await send_signal(
+        signals.task_started, type(consumer), task=task, attempt=task.attempt
+    )
     reporter = ProgressReporter(task, lib.progress_interval)
+    heartbeat = Heartbeat(task, lib.lease_seconds, policy)
+    try:
+        result, error = await _run_in_context(consumer, task, policy, reporter)
+        heartbeat.attempt_over()
+        await running_event.settle()
+        await reporter.close()
+        if error is None:
+            await record_success(consumer, task, result)
+        else:
+            await record_failure(consumer, task, error, policy)
+    finally:
+        heartbeat.cancel()
+        running_event.timer.cancel()
+    if isinstance(error, StopConsumer):
+        raise error  # recorded; the consumer instance stops as its handler asked
+
+
+async def _run_in_context(
+    consumer: Any, task: TaskRecord, policy: RetryPolicy, reporter: ProgressReporter
+) -> tuple[Any, BaseException | None]:
+    """Run the handler with ``self.task`` set: (result, None) or (None, error)."""
     context = TaskContext(
         str(task.id),
         task.channel,
@@ -149,34 +195,30 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
         task.max_attempts or policy.max_attempts,
         task.payload,
     )
-    heartbeat = Heartbeat(task, lib.lease_seconds, policy)
     task_token = current_task.set(context)
     progress_token = current_reporter.set(reporter)
     try:
-        result = await _run_handler(consumer, task, policy)
-    except asyncio.CancelledError:
-        await asyncio.shield(_interrupted(task, reporter))
+        return await _run_handler(consumer, task, policy), None
+    except asyncio.CancelledError as err:
+        if not _being_cancelled():
+            return None, err  # raised by the handler itself, not a stop
+        await asyncio.shield(_interrupted(consumer, task, policy, reporter))
         raise
-    except StopConsumer:
-        raise
-    except Exception as err:
-        await running_event.settle()
-        await reporter.close()
-        await _record_failure(consumer, task, err, policy)
-        return
+    except BaseException as err:
+        return None, err
     finally:
-        heartbeat.cancel()
-        running_event.timer.cancel()
         current_task.reset(task_token)
         current_reporter.reset(progress_token)
-    await running_event.settle()
-    await reporter.close()
-    await _record_success(consumer, task, result)
+
+
+def _being_cancelled() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> Any:
-    handler = getattr(consumer, task.type.replace(".", "_"), None)
-    if handler is None or task.type.startswith("_"):
+    handler = find_handler(consumer, task.type)
+    if handler is None:
         raise NoHandler(
             f"{type(consumer).__qualname__} has no handler for {task.type!r}"
         )
@@ -221,7 +263,7 @@ class Heartbeat:
         self, task: TaskRecord, lease_seconds: float, policy: RetryPolicy
     ) -> None:
         self.interval = lease_seconds / 3
-        self.deadline = None
+        self.deadline: float | None = None
         if policy.time_limit is not None:
             self.deadline = time.monotonic() + policy.time_limit + self.interval
         self.job: asyncio.Task[None] | None = None
@@ -233,6 +275,10 @@ class Heartbeat:
         self.job = asyncio.get_running_loop().create_task(
             self._renew(task, lease_seconds)
         )
+
+    def attempt_over(self) -> None:
+        """The handler has returned: renew until the outcome is written."""
+        self.deadline = None
 
     def cancel(self) -> None:
         self.timer.cancel()
@@ -246,11 +292,15 @@ class Heartbeat:
                 kept = await store.aextend_lease(
                     task.id, task.attempt, worker=me, lease_seconds=lease_seconds
                 )
-            except Exception:
-                logger.warning(
-                    "lease renewal failed: task_id=%s", task.id, exc_info=True
-                )
+            except Exception as err:
+                if is_outage(err):
+                    store_health.failed("renew lease", err)
+                else:
+                    logger.warning(
+                        "lease renewal failed: task_id=%s", task.id, exc_info=True
+                    )
             else:
+                store_health.succeeded()
                 if not kept:
                     logger.warning(
                         "lease lost (task cancelled or taken over): "
@@ -265,10 +315,25 @@ class Heartbeat:
             await asyncio.sleep(self.interval)
 
 
-async def _interrupted(task: TaskRecord, reporter: ProgressReporter) -> None:
-    """The worker is stopping: hand the task back without using up an attempt."""
+async def _interrupted(
+    consumer: Any, task: TaskRecord, policy: RetryPolicy, reporter: ProgressReporter
+) -> None:
+    """The worker is stopping: hand the task back without using up an attempt.
+
+    A task interrupted ``FREE_INTERRUPTIONS`` times already in this drive (it
+    outlasts every grace period, or brings its worker down) is not handed back
+    for free again: the interruption is recorded as a failed attempt, and the
+    policy decides.
+    """
     try:
         await reporter.close()
+        if await store.ainterruptions(task) >= FREE_INTERRUPTIONS:
+            error = AttemptInterrupted(
+                f"the worker stopped before the attempt finished, "
+                f"{FREE_INTERRUPTIONS + 1} times in a row"
+            )
+            await record_failure(consumer, task, error, policy)
+            return
         done = await store.ainterrupt(task.id, task.attempt, worker=worker_id())
     except Exception:
         logger.exception("could not hand back interrupted task_id=%s", task.id)
@@ -287,38 +352,6 @@ async def _interrupted(task: TaskRecord, reporter: ProgressReporter) -> None:
         await apublish(done)
 
 
-async def _record_success(consumer: Any, task: TaskRecord, result: Any) -> None:
-    keep = consumer.stores_result(task.type)
-    stored = _storable_result(task, result) if keep else None
-    done = await _successes(worker_id())((Success(task.id, task.attempt, stored), task))
-    if done is None:
-        _not_recorded("outcome", task)
-        return
-    await announce_success(type(consumer), done, stored)
-
-
-async def _record_failure(
-    consumer: Any, task: TaskRecord, error: Exception, policy: RetryPolicy
-) -> None:
-    timed_out = isinstance(error, AttemptTimedOut)
-    failure = store.Failure(
-        outcome=str(Outcome.TIMED_OUT if timed_out else Outcome.FAILED),
-        error_class=type(error).__qualname__,
-        error_message=str(error),
-        traceback="".join(traceback.format_exception(error)),
-    )
-    if isinstance(error, NoHandler):
-        decision = Decision(Action.GIVE_UP, None, str(error))
-    else:
-        decision = decide(consumer, task, error, task_policy(policy, task))
-    item = store.FailedAttempt(task.id, task.attempt, failure, decision)
-    done = await _failures(worker_id())(item)
-    if done is None:
-        _not_recorded("failure", task)
-        return
-    await announce_failure(type(consumer), done, error, decision, hooks=consumer)
-
-
 def _claims(worker: str, lease_seconds: float) -> GroupCommit[ClaimRequest, Any]:
     """This loop's batcher of claims: concurrent claims share a transaction."""
 
@@ -333,57 +366,3 @@ def _claims(worker: str, lease_seconds: float) -> GroupCommit[ClaimRequest, Any]
         partial(store.claim_many, worker=worker, lease_seconds=lease_seconds),
         hand_back,
     )
-
-
-def _successes(worker: str) -> GroupCommit[tuple[Success, TaskRecord], Any]:
-    """This loop's batcher of success records."""
-    return in_database(("succeed", worker), partial(store.succeed_many, worker=worker))
-
-
-def _failures(worker: str) -> GroupCommit[store.FailedAttempt, Any]:
-    """This loop's batcher of failure records."""
-    return in_database(("fail", worker), partial(store.fail_many, worker=worker))
-
-
-def decide(
-    consumer: Any, task: TaskRecord, error: Exception, policy: RetryPolicy
-) -> Decision:
-    """``consumer.decide_retry``, or the policy's decision if that hook fails."""
-    try:
-        decision = consumer.decide_retry(task, error, policy)
-        if not isinstance(decision, Decision):
-            raise TypeError(f"decide_retry returned {decision!r}, not a Decision")
-        return decision
-    except Exception:
-        logger.critical(
-            "decide_retry raised; the policy decides instead: task_id=%s",
-            task.id,
-            exc_info=True,
-            extra={"task_id": str(task.id)},
-        )
-        return policy.decide(error, store.attempt_state(task, datetime.now(UTC)))
-
-
-def _not_recorded(what: str, task: TaskRecord) -> None:
-    logger.warning(
-        "%s not recorded, the task was cancelled or its lease lost: "
-        "task_id=%s attempt=%s",
-        what,
-        task.id,
-        task.attempt,
-        extra={"task_id": str(task.id)},
-    )
-
-
-def _storable_result(task: TaskRecord, result: Any) -> Any:
-    try:
-        validate_payload({"result": result}, "result")
-    except InvalidPayload as err:
-        logger.warning(
-            "result not stored, it is not JSON safe: task_id=%s %s",
-            task.id,
-            err,
-            extra={"task_id": str(task.id)},
-        )
-        return None
-    return result

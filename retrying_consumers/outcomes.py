@@ -6,6 +6,7 @@ attempt whose worker was lost.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Callable
@@ -66,13 +67,22 @@ async def call_hook(hook: Callable[..., Any], *args: Any) -> None:
             await hook(*args)
         else:
             await database_sync_to_async(hook)(*args)
-    except Exception:
+    except asyncio.CancelledError:
+        raise
+    except BaseException:  # SystemExit from a hook stops nothing either
         logger.exception("hook %s raised; the task is unaffected", hook.__qualname__)
 
 
 async def send_signal(signal: Any, sender: type, **kwargs: Any) -> None:
     """Send a signal to every receiver; log the ones that raise."""
-    for receiver, response in await signal.asend_robust(sender, **kwargs):
+    try:
+        responses = await signal.asend_robust(sender, **kwargs)
+    except asyncio.CancelledError:
+        raise
+    except BaseException:  # asend_robust lets a receiver's SystemExit through
+        logger.exception("a %r receiver raised; the task is unaffected", signal)
+        return
+    for receiver, response in responses:
         if isinstance(response, Exception):
             logger.error(
                 "signal receiver %r raised; the task is unaffected",

@@ -70,6 +70,11 @@ ALWAYS_RETRIED: tuple[type[BaseException], ...] = (
 )
 
 
+#: The most attempts a policy may allow (the store's columns hold far more,
+#: and re-driving a dead task adds to them).
+MAX_ATTEMPTS = 1_000_000
+
+
 class Action(enum.StrEnum):
     """What to do with a task whose attempt has failed."""
 
@@ -146,7 +151,11 @@ def _give_up(reason: str) -> Decision:
 
 _EXCEPTIONS = "must be a tuple of exception classes, e.g. (KeyError,)"
 _CHECKS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
-    ("max_attempts", "must be an int >= 1", lambda v: type(v) is int and v >= 1),
+    (
+        "max_attempts",
+        "must be an int from 1 to 1000000",
+        lambda v: type(v) is int and 1 <= v <= MAX_ATTEMPTS,
+    ),
     ("wait", "must be a tenacity wait strategy", callable),
     ("stop", "must be None or a stop strategy", lambda v: v is None or callable(v)),
     ("retry", "must be a tenacity retry strategy", callable),

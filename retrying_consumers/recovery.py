@@ -8,18 +8,18 @@ it keeps killing workers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
 
 from . import store
-from .attempts import decide, task_policy
 from .exceptions import WorkerLost
 from .models import Outcome, TaskRecord
 from .outcomes import announce_failure
 from .policy import RetryPolicy
+from .recording import decide, task_policy
 
 logger = logging.getLogger("retrying_consumers.scheduler")
 
@@ -28,9 +28,19 @@ logger = logging.getLogger("retrying_consumers.scheduler")
 ConsumerLookup = Callable[[TaskRecord], Any]
 
 
-async def arecover_lost(find_consumer: ConsumerLookup, limit: int = 100) -> int:
-    """Record every expired lease as a lost worker; return how many this call took."""
-    expired = await database_sync_to_async(store.expired_lease_ids)(limit)
+async def arecover_lost(
+    find_consumer: ConsumerLookup,
+    limit: int = 100,
+    channels: Sequence[str] | None = None,
+) -> int:
+    """Record every expired lease as a lost worker; return how many this call took.
+
+    With ``channels``, only tasks of those channels: a worker recovers only the
+    tasks whose consumer it has, so that the consumer's own policy, decision
+    and hooks apply. A task whose channel no live worker serves waits, like
+    its queued peers, for one that does.
+    """
+    expired = await database_sync_to_async(store.expired_lease_ids)(limit, channels)
     taken = 0
     for task_id, attempt in expired:
         taken += await _recover(task_id, attempt, find_consumer)

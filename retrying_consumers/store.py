@@ -340,6 +340,13 @@ def interrupt(
     return TaskRecord.objects.get(pk=_uuid(task_id))
 
 
+def interruptions(task: TaskRecord) -> int:
+    """How many attempts of the task's current drive a stopping worker ended."""
+    return AttemptRecord.objects.filter(
+        task_id=task.pk, number__gt=task.drive_offset, outcome=Outcome.INTERRUPTED
+    ).count()
+
+
 def attempt_state(task: TaskRecord, now: datetime | None = None) -> AttemptState:
     """The policy's view of a task whose current attempt has just failed."""
     now = now or timezone.now()
@@ -496,15 +503,19 @@ def make_due(task_ids: Sequence[uuid.UUID]) -> int:
         ).update(due_at=now, updated_at=now)
 
 
-def expired_lease_ids(limit: int = 100) -> list[tuple[uuid.UUID, int]]:
-    """Running tasks whose lease has expired: their worker was lost."""
-    return list(
-        TaskRecord.objects.filter(
-            status=Status.RUNNING, lease_expires_at__lte=timezone.now()
-        )
-        .order_by("lease_expires_at")
-        .values_list("pk", "attempt")[:limit]
+def expired_lease_ids(
+    limit: int = 100, channels: Sequence[str] | None = None
+) -> list[tuple[uuid.UUID, int]]:
+    """Running tasks whose lease has expired: their worker was lost.
+
+    Only tasks of ``channels``, if given.
+    """
+    found = TaskRecord.objects.filter(
+        status=Status.RUNNING, lease_expires_at__lte=timezone.now()
     )
+    if channels is not None:
+        found = found.filter(channel__in=list(channels))
+    return list(found.order_by("lease_expires_at").values_list("pk", "attempt")[:limit])
 
 
 def _ours(task_id: uuid.UUID | str, attempt: int, worker: str) -> Any:
@@ -554,6 +565,7 @@ def _uuid(value: uuid.UUID | str) -> uuid.UUID:
 
 
 aget_task = database_sync_to_async(get_task)
+ainterruptions = database_sync_to_async(interruptions)
 acreate_task = database_sync_to_async(create_task)
 aclaim = database_sync_to_async(claim)
 aextend_lease = sync_to_async(_in_own_thread(extend_lease), thread_sensitive=False)

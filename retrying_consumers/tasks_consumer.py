@@ -191,14 +191,32 @@ async def _in_thread(call: Callable[[], Any]) -> Any:
     shutdown), it still ends when the function returns, as a sync consumer's
     does; a second cancellation ends it at once.
     """
-    job = asyncio.ensure_future(database_sync_to_async(call, thread_sensitive=False)())
+    job = asyncio.ensure_future(_caught(call))
     try:
-        return await asyncio.shield(job)
+        raised, value = await asyncio.shield(job)
     except asyncio.CancelledError:
         await asyncio.wait([job])
         if not job.cancelled():
             job.exception()  # retrieved: the cancellation is what is reported
         raise
+    if raised:
+        raise value
+    return value
+
+
+async def _caught(call: Callable[[], Any]) -> tuple[bool, Any]:
+    """(False, what ``call`` returned) or (True, what it raised).
+
+    A ``SystemExit`` raised out of a task of its own would stop the worker's
+    event loop; returned here, it is raised again in the attempt, which
+    records it as a failed attempt.
+    """
+    try:
+        return False, await database_sync_to_async(call, thread_sensitive=False)()
+    except asyncio.CancelledError:
+        raise
+    except BaseException as err:
+        return True, err
 
 
 async def _announce_finished(sender: Any, task: TaskRecord, **kwargs: Any) -> None:

@@ -121,3 +121,8 @@ release = threading.Event()
 def blocker() -> bool:
     """Wait until the test releases it; True if it did within 10 s."""
     return release.wait(10)
+
+
+@task(max_attempts=2, backoff=quick_backoff)
+def exits() -> None:
+    raise SystemExit(4)

@@ -447,6 +447,12 @@ def test_timeouts_and_lost_workers_are_retried_by_default(error: Exception) -> N
     assert RetryPolicy().decide(error, state(1)).retry
 
 
+@pytest.mark.parametrize("value", [0, 1_000_001, 2**31, 10**20])
+def test_max_attempts_outside_what_a_task_can_hold_is_refused(value: int) -> None:
+    with pytest.raises(InvalidPolicy, match="from 1 to 1000000"):
+        RetryPolicy(max_attempts=value)
+
+
 ATTEMPT_FAILURES = [AttemptTimedOut(), WorkerLost(), AttemptInterrupted()]
 
 

@@ -656,3 +656,17 @@ async def test_a_lost_worker_shows_as_an_error() -> None:
     [error] = waiting.errors
     assert error.exception_class_path == "retrying_consumers.exceptions.WorkerLost"
     assert "stopped renewing its lease" in error.traceback
+
+
+async def test_system_exit_from_a_sync_task_is_a_failed_attempt(worker) -> None:
+    # Django's ImmediateBackend records it as a failure; so does the worker,
+    # and its event loop runs on.
+    result = await defs.exits.aenqueue()
+    await run_next(worker)
+    dead = await until(result, finished, "the task to end")
+    assert dead.status == TaskResultStatus.FAILED
+    assert [e.exception_class for e in dead.errors] == [SystemExit]
+    follow = await defs.add.aenqueue(2, 3)
+    await run_next(worker)
+    done = await until(follow, finished, "the next task to end")
+    assert done.return_value == 5
