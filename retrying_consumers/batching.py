@@ -13,6 +13,7 @@ conditional UPDATE.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import weakref
@@ -62,7 +63,11 @@ class GroupCommit[T, R]:
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self.pending.append((item, future))
         if self.flusher is None:
-            self.flusher = asyncio.create_task(self._flush())
+            # A context of its own: whatever the first caller's context holds
+            # (a flag a failed handler left set) must not fail the others.
+            self.flusher = asyncio.create_task(
+                self._flush(), context=contextvars.Context()
+            )
         return future
 
     async def wait(self) -> None:

@@ -20,6 +20,7 @@ from channels.exceptions import StopConsumer
 from tenacity import wait_exponential
 
 from .conf import library_settings
+from .handlers import find_handler
 from .policy import PROGRAMMING_ERRORS, AttemptState, RetryPolicy
 
 logger = logging.getLogger("retrying_consumers.consumers")
@@ -38,10 +39,9 @@ IN_PLACE_POLICY = RetryPolicy(
 async def run_in_place(consumer: Any, message: dict[str, Any]) -> None:
     """Dispatch ``message`` to its handler, retrying quick failures in place."""
     kind = message.get("type")
-    name = kind.replace(".", "_") if isinstance(kind, str) else ""
-    handler = getattr(consumer, name, None) if name else None
+    handler = find_handler(consumer, kind)
     consumer_name = type(consumer).__qualname__
-    if handler is None or name.startswith("_"):
+    if handler is None:
         logger.error(
             "dead-lettered message with no handler: consumer=%s type=%r",
             consumer_name,
@@ -61,7 +61,7 @@ async def run_in_place(consumer: Any, message: dict[str, Any]) -> None:
             return
         except (StopConsumer, asyncio.CancelledError):
             raise
-        except Exception as err:
+        except BaseException as err:  # SystemExit from a handler stops nothing
             state = AttemptState(attempt, first_started_at, datetime.now(UTC))
             decision = consumer.in_place_policy.decide(err, state)
             delay = decision.delay or 0.0

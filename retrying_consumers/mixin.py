@@ -19,23 +19,30 @@ No exception escapes to kill the consumer; ``StopConsumer`` and cancellation pas
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
 
 from . import store
 from .attempts import TaskContext, current_task, run_task
 from .conf import library_settings
 from .doorbell import RINGS_TYPE, rings_in
 from .exceptions import ConfigurationError
+from .handlers import handler_name, is_handler
 from .inplace import IN_PLACE_POLICY, run_in_place
 from .models import TaskRecord
 from .policy import Decision, RetryPolicy
 from .progress import current_reporter, make_progress
 
 __all__ = ["IN_PLACE_POLICY", "RetryMixin", "TaskContext"]
+
+logger = logging.getLogger("retrying_consumers.consumers")
 
 
 class RetryMixin:
@@ -68,6 +75,7 @@ class RetryMixin:
 
     scope: dict[str, Any]
     _sync: bool
+    _message_context: contextvars.Context
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,6 +85,8 @@ class RetryMixin:
         # Error frames are sent through the server's own send, which works for
         # sync and async consumers alike.
         self._raw_send = send
+        # Each message starts from this context (see dispatch).
+        self._message_context = contextvars.copy_context()
         await super().__call__(scope, receive, send)  # type: ignore[misc]
 
     @property
@@ -143,7 +153,33 @@ class RetryMixin:
         """
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Run a task attempt, or any other message with in-place retries."""
+        """Run a task attempt, or any other message with in-place retries.
+
+        Each message runs in a context of its own, copied from the one the
+        consumer started in: whatever one handler leaves in its context
+        (asgiref's per-context flags after a ``RecursionError``, a context
+        variable it set) cannot reach the next message.
+        """
+        context = self._message_context.copy()
+        await asyncio.create_task(self._dispatch_one(message), context=context)
+
+    async def _dispatch_one(self, message: dict[str, Any]) -> None:
+        try:
+            await self._route(message if isinstance(message, dict) else {})
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except BaseException:
+            # Handlers' errors are recorded before this; only the library's
+            # own machinery can fail here. An error leaving this task would
+            # stop the whole event loop if it were SystemExit.
+            logger.critical(
+                "message handling failed: consumer=%s type=%r",
+                type(self).__qualname__,
+                message.get("type") if isinstance(message, dict) else None,
+                exc_info=True,
+            )
+
+    async def _route(self, message: dict[str, Any]) -> None:
         if self.scope.get("type") == "channel" and message.get("type") == RINGS_TYPE:
             for ring in rings_in(message):  # a batch the worker did not split
                 await run_task(self, ring if isinstance(ring, dict) else {})
@@ -172,18 +208,7 @@ def _validate_consumer_class(cls: type) -> None:
             raise ConfigurationError(
                 f"{name}.retry_policies[{message_type!r}] must be a RetryPolicy"
             )
-        handler = (
-            message_type.replace(".", "_") if isinstance(message_type, str) else ""
-        )
-        if (
-            not handler
-            or handler.startswith("_")
-            or not callable(getattr(cls, handler, None))
-        ):
-            raise ConfigurationError(
-                f"{name}.retry_policies[{message_type!r}]: the consumer has no "
-                f"handler method {handler or message_type!r}"
-            )
+        _check_handler(cls, name, "retry_policies", message_type)
     _validate_store_results(cls, name)
     limit = cls.worker_concurrency  # type: ignore[attr-defined]
     if limit is not None and (
@@ -204,15 +229,17 @@ def _validate_store_results(cls: type, name: str) -> None:
             "message type -> bool"
         )
     for message_type, value in keep.items():
-        handler = (
-            message_type.replace(".", "_") if isinstance(message_type, str) else ""
-        )
-        if not handler or not callable(getattr(cls, handler, None)):
-            raise ConfigurationError(
-                f"{name}.store_results[{message_type!r}]: the consumer has no "
-                f"handler method {handler or message_type!r}"
-            )
+        _check_handler(cls, name, "store_results", message_type)
         if not isinstance(value, bool):
             raise ConfigurationError(
                 f"{name}.store_results[{message_type!r}] must be True or False"
             )
+
+
+def _check_handler(cls: type, name: str, attr: str, message_type: object) -> None:
+    handler = handler_name(message_type)
+    if handler is None or not is_handler(cls, handler):
+        raise ConfigurationError(
+            f"{name}.{attr}[{message_type!r}]: the consumer has no "
+            f"handler method {handler or message_type!r}"
+        )

@@ -40,7 +40,9 @@ from django.utils import timezone
 
 from . import events
 from .conf import worker_id
-from .doorbell import RINGS_TYPE, batch_message, rings_in
+from .doorbell import RINGS_TYPE, aring_again
+from .health import is_outage, store_health
+from .intake import check_channel_layer, is_undecodable, poison, refusal, usable_rings
 from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
@@ -106,7 +108,9 @@ class _Instance:
     async def _run(self, application: Any, scope: dict[str, Any], channel: str) -> None:
         try:
             await application(scope, self._receive, self._send)
-        except Exception as err:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as err:  # SystemExit from a handler stops nothing
             if _is_connection_error(err):
                 # Its own reply channel lost Redis; the listener reconnects.
                 logger.warning(
@@ -176,6 +180,7 @@ class RetryingWorker:
         self.channel_slots = {
             c: asyncio.Semaphore(self._channel_limit(c)) for c in self.channels
         }
+        await check_channel_layer(self.channel_layer)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -322,18 +327,25 @@ class RetryingWorker:
                 raise
             except Exception as err:
                 self._release(channel)
+                error = f"{type(err).__name__}: {err}"
+                if is_undecodable(err):
+                    poison(channel, f"undecodable message ({error})")
+                    continue
                 if _is_connection_error(err):
                     logger.warning(
                         "channel layer unreachable, retrying in %.1f s: %s",
                         backoff,
-                        err,
+                        error,
                     )
-                    await asyncio.sleep(backoff)
-                    backoff = min(MAX_BACKOFF, backoff * 2)
                 else:
-                    _poison(
-                        channel, f"undecodable message ({type(err).__name__}: {err})"
+                    logger.error(
+                        "receive from channel %s failed, retrying in %.1f s: %s",
+                        channel,
+                        backoff,
+                        error,
                     )
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
             backoff = 0.1
             await self._take(channel, message)
@@ -345,7 +357,10 @@ class RetryingWorker:
         sends the rest back to the channel, for this or another worker: holding
         them here would starve an idle worker.
         """
-        rings = rings_in(message) if isinstance(message, dict) else [message]
+        rings = usable_rings(channel, message)
+        if not rings:
+            self._release(channel)
+            return
         taken = 1
         while taken < len(rings) and await self._try_acquire(channel):
             taken += 1
@@ -358,9 +373,10 @@ class RetryingWorker:
 
     async def _give_back(self, channel: str, rings: list[Any]) -> None:
         try:
-            await self.channel_layer.send(channel, batch_message(rings))
+            await aring_again(channel, rings, self.channel_layer)
         except Exception as err:
-            # Lost rings delay their tasks until the store rings them again.
+            # Refused ones are due again (see aring_again); rings lost
+            # otherwise wait until the store rings them again.
             logger.warning(
                 "could not hand back %s ring(s) to channel %s; the store will ring "
                 "them again: %s",
@@ -371,13 +387,18 @@ class RetryingWorker:
 
     def _dispatch(self, channel: str, message: Any) -> bool:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            _poison(channel, "message with no type", message)
+            poison(channel, "message with no type", message)
             return False
         if message["type"] == RINGS_TYPE:
-            _poison(channel, "malformed batch of rings", message)
+            poison(channel, "malformed batch of rings", message)
             return False
         if self.routes is not None and channel not in self.routes:
-            _poison(channel, "no consumer is routed to this channel", message)
+            poison(channel, "no consumer is routed to this channel", message)
+            return False
+        route = (self.routes or {}).get(channel)
+        consumer_class = getattr(route, "consumer_class", None)
+        if problem := refusal(consumer_class, message):
+            poison(channel, problem, message)
             return False
         instance = self._idle_instance(channel)
         done = instance.submit(message)
@@ -454,15 +475,36 @@ class RetryingWorker:
                 await chore()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("worker chore %s failed; trying again", chore.__name__)
+            except Exception as err:
+                if is_outage(err):
+                    store_health.failed(chore.__name__.strip("_"), err)
+                else:
+                    logger.exception(
+                        "worker chore %s failed; trying again", chore.__name__
+                    )
+            else:
+                store_health.succeeded()
             # Jitter keeps many processes from scanning the store in lock-step.
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
 
     async def _schedule(self) -> None:
         await aring_due()
-        await arecover_lost(self._consumer_for)
+        if self.routes is None:
+            await arecover_lost(self._consumer_for)
+        elif recoverable := self._retrying_channels():
+            await arecover_lost(self._consumer_for, channels=recoverable)
         await apurge_expired()  # rate-limited in retention: once a minute
+
+    def _retrying_channels(self) -> list[str]:
+        """This process's channels whose consumer is a RetryMixin one."""
+        routes = self.routes or {}
+        return [
+            channel
+            for channel in self.channels
+            if hasattr(
+                getattr(routes.get(channel), "consumer_class", None), "decide_retry"
+            )
+        ]
 
     def _consumer_for(self, task: TaskRecord) -> Any:
         app = (self.routes or {}).get(task.channel)
@@ -506,18 +548,7 @@ class RetryingWorker:
         WorkerRecord.objects.filter(id=worker_id()).delete()
 
 
-def _poison(channel: str, what: str, message: Any = None) -> None:
-    task_id = message.get("task_id") if isinstance(message, dict) else None
-    logger.error(
-        "poison message dropped: channel=%s problem=%s task_id=%s",
-        channel,
-        what,
-        task_id,
-        extra={"channel": channel, "task_id": task_id, "outcome": "poison"},
-    )
-
-
-def _is_connection_error(err: Exception) -> bool:
+def _is_connection_error(err: BaseException) -> bool:
     import redis.exceptions
 
     errors = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

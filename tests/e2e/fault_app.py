@@ -33,6 +33,9 @@ class FaultConsumer(RetryMixin, AsyncConsumer):
     async def fault_hang(self, message: dict[str, Any]) -> None:
         await asyncio.sleep(3600)
 
+    async def fault_exit(self, message: dict[str, Any]) -> None:
+        raise SystemExit(3)
+
 
 class FewAtOnceConsumer(FaultConsumer):
     worker_concurrency = 4
@@ -45,6 +48,16 @@ class SyncFaultConsumer(RetryMixin, SyncConsumer):
         time.sleep(message["payload"].get("seconds", 0.1))
         return worker_id()
 
+    def fault_exit(self, message: dict[str, Any]) -> None:
+        raise SystemExit(3)
+
+
+class PlainConsumer(AsyncConsumer):
+    """A Channels consumer without RetryMixin, on a worker channel."""
+
+    async def fault_noop(self, message: dict[str, Any]) -> None:
+        await asyncio.sleep(0)
+
 
 application = ProtocolTypeRouter(
     {
@@ -55,6 +68,7 @@ application = ProtocolTypeRouter(
                 "fault-b": FaultConsumer.as_asgi(),
                 "fault-few": FewAtOnceConsumer.as_asgi(),
                 "fault-sync": SyncFaultConsumer.as_asgi(),
+                "fault-plain": PlainConsumer.as_asgi(),
             }
         ),
     }

@@ -64,6 +64,18 @@ def test_unreachable_redis_stops_a_worker_with_one_line() -> None:
     assert_one_line_error(result, "unreachable")
 
 
+@pytest.mark.django_db(transaction=True)  # migrated: the worker gets to Redis
+def test_a_channel_layer_that_cannot_work_stops_a_worker_with_one_line() -> None:
+    # Redis answers; only the connection settings the layer builds from are bad.
+    result = run(
+        ["manage.py", "runworker", "realtime-ping"],
+        DATABASE_URL=database_url(),
+        REDIS_URL=f"{os.environ['REDIS_URL']}?socket_timeout=abc",
+    )
+    assert_one_line_error(result, "CHANNEL_LAYERS: host 0 cannot be used")
+    assert "socket_timeout" in result.stderr
+
+
 def test_bad_yes_no_value() -> None:
     result = run(["manage.py", "check"], DJANGO_DEBUG="maybe")
     assert_one_line_error(result, "DJANGO_DEBUG='maybe'")

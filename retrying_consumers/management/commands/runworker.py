@@ -19,6 +19,7 @@ from typing import Any
 from channels.management.commands import runworker
 from channels.routing import get_default_application
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
 from project.config import ConfigError, check_database, wait_for_redis
@@ -102,9 +103,13 @@ class Command(runworker.Command):
             grace_period=options["grace_period"],
             scheduler_interval=library_settings().scheduler_interval,
         )
-        RetryingWorker(
+        worker = RetryingWorker(
             get_default_application(), options["channels"], layer, config
-        ).run()
+        )
+        try:
+            worker.run()
+        except ImproperlyConfigured as err:  # found once the loop runs
+            fail(str(err))
 
     def _layer(self, alias: str) -> Any:
         from channels.layers import get_channel_layer
