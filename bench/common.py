@@ -306,9 +306,20 @@ def drive(
     env: dict[str, str], args: list[str], timeout: float, logs: Path
 ) -> dict[str, Any]:
     """Run ``python -m bench.drive ARGS`` (Django side); return its JSON answer."""
-    with (logs / "drive.log").open("ab") as log:
+    return run_module("bench.drive", env, args, timeout, logs)
+
+
+def run_module(
+    module: str, env: dict[str, str], args: list[str], timeout: float, logs: Path
+) -> dict[str, Any]:
+    """Run ``python -m MODULE ARGS``; the JSON object on its last output line.
+
+    Its standard error goes to ``logs/<last part of MODULE>.log``.
+    """
+    log_path = logs / f"{module.rsplit('.', 1)[-1]}.log"
+    with log_path.open("ab") as log:
         result = subprocess.run(
-            [PYTHON, "-m", "bench.drive", *args],
+            [PYTHON, "-m", module, *args],
             cwd=BASE_DIR,
             env=env,
             stdout=subprocess.PIPE,
@@ -317,8 +328,8 @@ def drive(
         )
     lines = result.stdout.decode().strip().splitlines()
     if result.returncode or not lines:
-        tail = (logs / "drive.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"bench.drive {' '.join(args)} failed:\n{tail}")
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{tail}")
     answer: dict[str, Any] = json.loads(lines[-1])
     return answer
 

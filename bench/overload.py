@@ -17,12 +17,9 @@ so a noisy minute hurts both alike.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 from typing import Any
 
 from bench.common import (
-    PYTHON,
     Bench,
     Database,
     Series,
@@ -30,10 +27,10 @@ from bench.common import (
     drive,
     print_table,
     ratio,
+    run_module,
     start_workers,
     stopping,
 )
-from project.devrun import BASE_DIR
 
 CAPACITIES = "100,100000"
 
@@ -115,21 +112,7 @@ def burst(
     env: dict[str, str], command: list[str], timeout: float, bench: Bench
 ) -> dict[str, Any]:
     """``python -m bench.burst COMMAND``; its JSON answer."""
-    with (bench.logs / "burst.log").open("ab") as log:
-        result = subprocess.run(
-            [PYTHON, "-m", "bench.burst", *command],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            timeout=timeout,
-        )
-    lines = result.stdout.decode().strip().splitlines()
-    if result.returncode or not lines:
-        tail = (bench.logs / "burst.log").read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"bench.burst failed:\n{tail}")
-    answer: dict[str, Any] = json.loads(lines[-1])
-    return answer
+    return run_module("bench.burst", env, command, timeout, bench.logs)
 
 
 def _row() -> dict[str, Series]:
