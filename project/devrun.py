@@ -19,7 +19,7 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from project.config import ConfigError, data_dir, wait_for_redis
+from project.config import ConfigError, data_dir, env_int, wait_for_redis
 from project.errors import exit_on_bad_config, fail
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def prepare_django() -> list[str]:
     from django.core.management import call_command
 
     exit_on_bad_config(django.setup)
-    call_command("migrate", interactive=False, verbosity=0)
+    exit_on_bad_config(lambda: call_command("migrate", interactive=False, verbosity=0))
     if settings.DEBUG:
         from django.contrib.auth import get_user_model
 
@@ -125,7 +125,7 @@ def run_processes() -> int:
     """Run daphne and two workers under honcho until Ctrl-C; return its status."""
     from django.conf import settings
 
-    port = os.environ.get("PORT", "8000")
+    port = exit_on_bad_config(lambda: env_int("PORT", 8000, minimum=1, maximum=65535))
     channels = prepare_django()
     manager = Manager()
     python = shlex.quote(sys.executable)

@@ -80,3 +80,25 @@ def test_devrun_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) ->
         if run.poll() is None or group_alive(run.pid):
             os.killpg(run.pid, signal.SIGKILL)
             run.wait(10)  # reaped, so that nothing outlives the test
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"PORT": "nan"}, "PORT='nan'"),
+        ({"PORT": "70000"}, "PORT='70000' is out of range"),
+        (
+            {"DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/x"},
+            "cannot connect to the database",
+        ),
+    ],
+    ids=["port nan", "port out of range", "unreachable database"],
+)
+def test_make_run_stops_on_bad_settings_with_one_line(
+    tmp_path: Path, env: dict[str, str], words: str
+) -> None:
+    from tests.project.entrypoints import assert_one_line_error, run
+
+    # REDIS_URL is the test session's: no private Redis is started.
+    result = run(["-m", "project.devrun"], timeout=60, DATA_DIR=str(tmp_path), **env)
+    assert_one_line_error(result, words)
