@@ -88,19 +88,26 @@ async def run_task(consumer: Any, message: dict[str, Any]) -> None:
         _dead_letter("malformed task message", message)
         return
     policy = consumer.get_retry_policy(str(message.get("type")))
-    task = await _claim(task_id, attempt, policy, message)
+    channel = consumer.scope.get("channel")
+    task = await _claim(
+        task_id, attempt, policy, message, channel if isinstance(channel, str) else ""
+    )
     if task is None:
         return
     await run_claimed(consumer, task, policy)
 
 
 async def _claim(
-    task_id: Any, attempt: int, policy: RetryPolicy, message: dict[str, Any]
+    task_id: Any,
+    attempt: int,
+    policy: RetryPolicy,
+    message: dict[str, Any],
+    channel: str,
 ) -> TaskRecord | None:
     """The claimed task, or None (logged) if this ring runs nothing."""
     try:
         request = ClaimRequest(
-            store.parse_task_id(task_id), attempt, policy.max_attempts
+            store.parse_task_id(task_id), attempt, policy.max_attempts, channel
         )
         task = await _claims(worker_id(), library_settings().lease_seconds)(request)
     except TaskNotFound:

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import store
 from .batching import GroupCommit, in_database
-from .conf import worker_id
+from .conf import library_settings, worker_id
 from .exceptions import AttemptInterrupted, AttemptTimedOut, InvalidPayload
 from .health import is_outage, store_health
 from .models import Outcome, TaskRecord
@@ -167,11 +167,12 @@ def _not_recorded(what: str, task: TaskRecord) -> None:
 
 
 def _storable_result(task: TaskRecord, result: Any) -> Any:
+    limit = library_settings().max_payload_bytes
     try:
-        validate_payload({"result": result}, "result")
+        validate_payload({"result": result}, "result", max_bytes=limit)
     except InvalidPayload as err:
         logger.warning(
-            "result not stored, it is not JSON safe: task_id=%s %s",
+            "result not stored: task_id=%s %s",
             task.id,
             err,
             extra={"task_id": str(task.id)},

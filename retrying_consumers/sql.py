@@ -48,11 +48,16 @@ def _keyed(sql: str, column: str, count: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """Attempt ``attempt`` of ``task_id``, capped at ``default_max_attempts``."""
+    """Attempt ``attempt`` of ``task_id``, capped at ``default_max_attempts``.
+
+    With ``channel``, only a task of that channel is claimed: a ring that
+    reached another channel's consumer must not run the task there.
+    """
 
     task_id: uuid.UUID
     attempt: int
     default_max_attempts: int
+    channel: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +110,9 @@ class _Statements:
         )
         self.claim_tail = (
             f") AS v WHERE {KEYS}{tc('id')} = v.column1 "
-            f"AND {tc('attempt')} = v.column2 - 1 AND CASE {tc('status')} "
+            f"AND {tc('attempt')} = v.column2 - 1 "
+            f"AND (v.column4 = '' OR {tc('channel')} = v.column4) "
+            f"AND CASE {tc('status')} "
             f"WHEN %s THEN TRUE WHEN %s THEN {tc('due_at')} <= %s ELSE FALSE END "
             f"RETURNING {columns}"
         )
@@ -377,9 +384,9 @@ def claim_rows(
     keys = [s.task_id(r.task_id) for r in requests]
     params: list[Any] = [str(Status.RUNNING), worker, lease, stamp, stamp, stamp]
     for key, r in zip(keys, requests, strict=True):
-        params += [key, r.attempt, r.default_max_attempts]
+        params += [key, r.attempt, r.default_max_attempts, r.channel]
     params += [*keys, str(Status.QUEUED), str(Status.RETRYING), stamp]
-    sql = s.claim_head + ", ".join(["(%s, %s, %s)"] * len(requests))
+    sql = s.claim_head + ", ".join(["(%s, %s, %s, %s)"] * len(requests))
     sql += _keyed(s.claim_tail, s.task_key, len(keys))
     if s.one_statement:
         sql = (

@@ -35,6 +35,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 
 from . import signals
+from .conf import library_settings
 from .exceptions import ConfigurationError, RetryLater
 from .mixin import RetryMixin
 from .models import TaskRecord
@@ -116,7 +117,8 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
             value = await _in_thread(
                 functools.partial(task.func, *args, **result.kwargs)
             )
-        return json_safe({"return_value": value})["return_value"]
+        limit = library_settings().max_payload_bytes
+        return json_safe({"return_value": value}, max_bytes=limit)["return_value"]
 
     def decide_retry(
         self, task: TaskRecord, error: BaseException, policy: RetryPolicy

@@ -126,3 +126,8 @@ def blocker() -> bool:
 @task(max_attempts=2, backoff=quick_backoff)
 def exits() -> None:
     raise SystemExit(4)
+
+
+@task
+def huge(size: int) -> str:
+    return "x" * size

@@ -79,6 +79,9 @@ class Consumer(RetryMixin, AsyncConsumer):
     async def job_any(self, message: dict[str, Any]) -> None:
         raise SystemExit(2)
 
+    async def job_huge(self, message: dict[str, Any]) -> str:
+        return "x" * 2000
+
     async def job_block(self, message: dict[str, Any]) -> None:
         ran.append("block")
         await asyncio.sleep(3600)
@@ -159,6 +162,20 @@ async def test_a_plain_message_naming_machinery_is_dead_lettered(
     assert "no handler" in record.getMessage() and "'dispatch'" in record.getMessage()
 
 
+async def test_a_ring_on_another_channel_does_not_run_the_task(
+    consumer: ApplicationCommunicator,
+) -> None:
+    stray = await make_task("decide_retry", channel="hardening-elsewhere")
+    await consumer.send_input(ring(stray))
+    # The consumer takes messages in order: once a later task has ended, the
+    # stray ring has been handled, and it changed nothing.
+    follow = await make_task("job.ok")
+    await consumer.send_input(ring(follow))
+    await until(ended(follow, Status.SUCCEEDED), what="the next task")
+    untouched = await store.aget_task(stray.id)
+    assert (untouched.status, untouched.attempt) == (Status.QUEUED, 0)
+
+
 def test_a_policy_for_a_machinery_type_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="no handler method 'dispatch'"):
 
@@ -189,6 +206,20 @@ async def test_a_websocket_gets_an_error_frame_for_machinery_and_stays_usable() 
         assert await comm.receive_json_from(timeout=5) == {"echo": {"n": 1}}
     finally:
         await comm.disconnect()
+
+
+async def test_a_result_past_the_payload_limit_is_not_stored(
+    consumer: ApplicationCommunicator,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings.RETRYING_CONSUMERS = {"MAX_PAYLOAD_BYTES": 1000}
+    task = await make_task("job.huge")
+    await consumer.send_input(ring(task))
+    done = await until(ended(task, Status.SUCCEEDED), what="the task to end")
+    assert done.result is None
+    [record] = [r for r in caplog.records if "result not stored" in r.getMessage()]
+    assert "MAX_PAYLOAD_BYTES" in record.getMessage()
 
 
 # One message's context cannot poison the next ------------------------------------

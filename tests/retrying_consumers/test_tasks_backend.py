@@ -670,3 +670,15 @@ async def test_system_exit_from_a_sync_task_is_a_failed_attempt(worker) -> None:
     await run_next(worker)
     done = await until(follow, finished, "the next task to end")
     assert done.return_value == 5
+
+
+async def test_a_return_value_past_the_payload_limit_ends_the_task(
+    worker, settings: Any
+) -> None:
+    settings.RETRYING_CONSUMERS = {"MAX_PAYLOAD_BYTES": 1000}
+    result = await defs.huge.aenqueue(2000)
+    await run_next(worker)
+    dead = await until(result, finished, "the task to end")
+    assert (dead.status, dead.attempts) == (TaskResultStatus.FAILED, 1)
+    assert dead.errors[0].exception_class is InvalidTaskData
+    assert "MAX_PAYLOAD_BYTES" in dead.errors[0].traceback
