@@ -34,12 +34,25 @@ class StoreHealth:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self._back_at: float | None = None
         self._failures = 0
 
     @property
     def down(self) -> bool:
         """Whether the last store operation failed with an outage error."""
         return self._down_since is not None
+
+    def settling(self, seconds: float) -> bool:
+        """Whether the store is away, or came back less than ``seconds`` ago.
+
+        Leases expire during an outage because nobody can renew them; until
+        every live worker has had ``seconds`` to renew its own, an expired
+        lease says nothing about its worker.
+        """
+        if self._down_since is not None:
+            return True
+        back_at = self._back_at
+        return back_at is not None and time.monotonic() - back_at < seconds
 
     def failed(self, what: str, error: BaseException) -> None:
         """Record that ``what`` failed because the store is away."""
@@ -62,7 +75,8 @@ class StoreHealth:
         with self._lock:
             if self._down_since is None:
                 return
-            seconds = time.monotonic() - self._down_since
+            self._back_at = time.monotonic()
+            seconds = self._back_at - self._down_since
             failures, self._failures, self._down_since = self._failures, 0, None
         logger.warning(
             "store is back after %.1f s: failed_operations=%s",

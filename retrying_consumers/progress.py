@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import store
 from .events import apublish
+from .health import is_outage, store_health
 from .models import TaskRecord
 
 logger = logging.getLogger("retrying_consumers.progress")
@@ -89,10 +90,13 @@ class ProgressReporter:
             progress, self._latest = self._latest, None
             if progress is not None:
                 await self._write(progress)
-        except Exception:
-            logger.warning(
-                "progress not saved: task_id=%s", self.task.id, exc_info=True
-            )
+        except Exception as err:
+            if is_outage(err):  # said once for the whole outage
+                store_health.failed("save progress", err)
+            else:
+                logger.warning(
+                    "progress not saved: task_id=%s", self.task.id, exc_info=True
+                )
         finally:
             self._last_flush = self._loop.time()
             self._flushing = None

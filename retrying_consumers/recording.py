@@ -116,7 +116,9 @@ async def write_outcome[T](
                 return None
             store_health.failed(f"record {what}", err)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_WRITE_BACKOFF)
+            # Written well within a lease once the store is back.
+            cap = min(MAX_WRITE_BACKOFF, library_settings().lease_seconds / 3)
+            delay = min(delay * 2, cap)
             continue
         store_health.succeeded()
         if done is None:

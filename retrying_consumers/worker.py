@@ -39,7 +39,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from . import events
-from .conf import worker_id
+from .conf import library_settings, worker_id
 from .doorbell import RINGS_TYPE, aring_again
 from .health import is_outage, store_health
 from .intake import check_channel_layer, is_undecodable, poison, refusal, usable_rings
@@ -489,7 +489,9 @@ class RetryingWorker:
 
     async def _schedule(self) -> None:
         await aring_due()
-        if self.routes is None:
+        if store_health.settling(library_settings().lease_seconds):
+            pass  # live workers first renew the leases that lapsed meanwhile
+        elif self.routes is None:
             await arecover_lost(self._consumer_for)
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)

@@ -30,6 +30,7 @@ from retrying_consumers import (
 )
 from retrying_consumers import worker as worker_module
 from retrying_consumers.exceptions import ConfigurationError
+from retrying_consumers.health import StoreHealth
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord
 from retrying_consumers.worker import RetryingWorker
 from tests.waiting import until
@@ -446,6 +447,25 @@ async def test_a_scheduler_in_an_outage_logs_once(
         "store_back",
     ]
     assert not [r for r in caplog.records if r.name == "retrying_consumers.worker"]
+
+
+async def test_leases_that_lapsed_in_an_outage_wait_for_their_workers(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    task = await database_sync_to_async(lost_task)("hardening-quick")
+    health = StoreHealth()
+    monkeypatch.setattr(worker_module, "store_health", health)
+    own = ChannelNameRouter({"hardening-quick": Quick.as_asgi()})
+    worker = RetryingWorker(own, ["hardening-quick"], get_channel_layer())
+    health.failed("claim", OperationalError("gone"))
+    await worker._schedule()  # the store is away: nothing is judged
+    health.succeeded()
+    await worker._schedule()  # back, but live workers get a lease to renew
+    assert (await store.aget_task(task.id)).status == Status.RUNNING
+    settings.RETRYING_CONSUMERS = {"LEASE_SECONDS": 0.05}
+    await until(lambda: not health.settling(0.05), what="a lease after", in_loop=True)
+    await worker._schedule()
+    assert (await store.aget_task(task.id)).error_class == "WorkerLost"
 
 
 # Receive errors ------------------------------------------------------------------
