@@ -22,6 +22,8 @@ _EXPORTS = {
     "TaskContext": "mixin",
     "enqueue": "producer",
     "aenqueue": "producer",
+    "enqueue_many": "producer",
+    "aenqueue_many": "producer",
     "retry_now": "producer",
     "cancel": "producer",
     "report_progress": "progress",

@@ -1,4 +1,5 @@
-"""``enqueue`` and ``aenqueue``: the way work enters the store.
+"""``enqueue`` and ``aenqueue`` (``enqueue_many`` for a batch): the way work
+enters the store.
 
 The task row is written first; the channel is rung only after the surrounding
 transaction commits, so a worker never looks for a row it cannot see yet, and a
@@ -7,8 +8,10 @@ rolled-back enqueue rings nothing.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +22,7 @@ from django.utils import timezone
 
 from . import store
 from .conf import library_settings
-from .doorbell import aring, ring
+from .doorbell import aring, aring_many, ring, ring_many
 from .exceptions import InvalidArgument
 from .models import Status, TaskRecord
 from .payload import shown, text_problem, validate_payload
@@ -147,8 +150,7 @@ def prepare(
     }
 
 
-def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
-    owner_id = fields["owner_id"]
+def _check_owner(owner_id: Any) -> None:
     # PostgreSQL checks the owner's foreign key only when the transaction
     # commits; look now, so that enqueue itself says what is wrong.
     if owner_id is not None:
@@ -157,6 +159,10 @@ def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
             raise InvalidArgument(
                 "user", f"no {model._meta.label} has pk {shown(owner_id)}"
             )
+
+
+def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
+    _check_owner(fields["owner_id"])
     return store.create_task(**fields)
 
 
@@ -242,6 +248,106 @@ async def aenqueue(
         run_after=run_after,
     )
     return (await asubmit(fields)).id
+
+
+def prepare_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> dict[str, Any]:
+    """The checked arguments of :func:`submit_many`, as :func:`prepare` checks
+    one task's; an error names the payload's index, e.g. ``payloads[3]['x']``."""
+    if isinstance(payloads, str | bytes | Mapping) or not isinstance(
+        payloads, Iterable
+    ):
+        kind = builtins.type(payloads).__name__
+        raise InvalidArgument("payloads", f"must be a list of dicts, not {kind}")
+    fields = prepare(
+        channel, type, {}, max_attempts=max_attempts, user=user, run_after=run_after
+    )
+    max_bytes = library_settings().max_payload_bytes
+    checked = []
+    for n, payload in enumerate(payloads):
+        payload = {} if payload is None else payload
+        validate_payload(payload, f"payloads[{n}]", max_bytes=max_bytes)
+        checked.append(payload)
+    del fields["payload"], fields["idempotency_key"]
+    return {**fields, "payloads": checked}
+
+
+def _create_many(fields: dict[str, Any]) -> list[TaskRecord]:
+    _check_owner(fields["owner_id"])
+    return store.create_tasks(**fields)
+
+
+_acreate_many = database_sync_to_async(_create_many)
+
+
+def enqueue_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Store one task per payload in one transaction; ring once it commits.
+
+    Every payload is checked first, as :func:`enqueue` checks its one: if any
+    is bad, ``InvalidPayload`` names it by index (``payloads[3]['x']: ...``)
+    and nothing is stored. The rows go in with multi-row INSERTs, and their
+    rings are handed to the ring loop together once the surrounding
+    transaction commits (nothing is rung if it rolls back). ``max_attempts``,
+    ``user`` and ``run_after`` apply to every task. There is no
+    ``idempotency_key``: enqueue keyed tasks one by one with :func:`enqueue`.
+    Returns the task ids in the order of ``payloads``.
+    """
+    fields = prepare_many(
+        channel,
+        type,
+        payloads,
+        max_attempts=max_attempts,
+        user=user,
+        run_after=run_after,
+    )
+    if not fields["payloads"]:
+        return []
+    tasks = _create_many(fields)
+    if fields["run_after"] is None:
+        transaction.on_commit(lambda: ring_many(tasks), robust=True)
+    return [task.id for task in tasks]
+
+
+async def aenqueue_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Async twin of :func:`enqueue_many` (the rows are committed before it
+    rings)."""
+    fields = prepare_many(
+        channel,
+        type,
+        payloads,
+        max_attempts=max_attempts,
+        user=user,
+        run_after=run_after,
+    )
+    if not fields["payloads"]:
+        return []
+    tasks = await _acreate_many(fields)
+    if fields["run_after"] is None:
+        await aring_many(tasks)
+    return [task.id for task in tasks]
 
 
 def retry_now(task_id: uuid.UUID | str) -> TaskRecord:
