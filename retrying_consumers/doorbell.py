@@ -45,6 +45,10 @@ SYNC_RING_TIMEOUT = 10.0
 RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
+#: Rings one send of the ring loop takes at most (in messages of
+#: ``MAX_RINGS_PER_MESSAGE``): a batch of ``enqueue_many`` leaves in a few
+#: sends, not in sends of ``batching.MAX_BATCH`` that each wait ``RING_LINGER``.
+MAX_RINGS_PER_SEND = 1000
 #: Seconds between sends of synchronous rings in a burst: the rings handed over
 #: meanwhile wait to go together. A lone ring leaves at once, and so does each
 #: ring of a steady 100 per second (10 ms apart). Bigger messages mean fewer
@@ -73,7 +77,9 @@ async def aring(task: TaskRecord) -> bool:
     Rings sent at the same moment from one event loop travel together, one
     message per channel (see :mod:`retrying_consumers.batching`).
     """
-    return await group_commit("rings", lambda: GroupCommit(_send_ring_batch))(task)
+    return await group_commit(
+        "rings", lambda: GroupCommit(_send_ring_batch, max_batch=MAX_RINGS_PER_SEND)
+    )(task)
 
 
 async def _send_ring_batch(
@@ -162,7 +168,10 @@ async def _send_sync_rings(tasks: list[TaskRecord]) -> list[bool | Exception]:
 def _sync_rings() -> GroupCommit[TaskRecord, bool]:
     """The ring loop's batcher: in a burst, sends leave ``RING_LINGER`` apart."""
     return group_commit(
-        "sync rings", lambda: GroupCommit(_send_sync_rings, linger=RING_LINGER)
+        "sync rings",
+        lambda: GroupCommit(
+            _send_sync_rings, linger=RING_LINGER, max_batch=MAX_RINGS_PER_SEND
+        ),
     )
 
 
