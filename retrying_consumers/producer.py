@@ -259,8 +259,9 @@ def prepare_many(
     user: Any = None,
     run_after: datetime | None = None,
 ) -> dict[str, Any]:
-    """The checked arguments of :func:`submit_many`, as :func:`prepare` checks
-    one task's; an error names the payload's index, e.g. ``payloads[3]['x']``."""
+    """The checked arguments of :func:`enqueue_many`'s store call, as
+    :func:`prepare` checks one task's; raises on the first problem, naming a
+    payload by its index (``payloads[3]['x']``), and stores nothing."""
     if isinstance(payloads, str | bytes | Mapping) or not isinstance(
         payloads, Iterable
     ):
@@ -300,9 +301,10 @@ def enqueue_many(
 
     Every payload is checked first, as :func:`enqueue` checks its one: if any
     is bad, ``InvalidPayload`` names it by index (``payloads[3]['x']: ...``)
-    and nothing is stored. The rows go in with multi-row INSERTs, and their
-    rings are handed to the ring loop together once the surrounding
-    transaction commits (nothing is rung if it rolls back). ``max_attempts``,
+    and nothing is stored. The rows go in with multi-row INSERTs (one COPY on
+    PostgreSQL with psycopg 3), and their rings are handed to the ring loop
+    together once the surrounding transaction commits (nothing is rung if it
+    rolls back). ``max_attempts``,
     ``user`` and ``run_after`` apply to every task. There is no
     ``idempotency_key``: enqueue keyed tasks one by one with :func:`enqueue`.
     Returns the task ids in the order of ``payloads``.
