@@ -21,6 +21,7 @@ from retrying_consumers.startup import (
 )
 
 __all__ = [
+    "RUN_REDIS_FILE",
     "ConfigError",
     "check_database",
     "data_dir",
@@ -31,11 +32,17 @@ __all__ = [
     "env_list",
     "env_number",
     "env_time_zone",
+    "redis_url",
     "validate_redis_url",
     "wait_for_redis",
 ]
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: In DATA_DIR while ``make run`` runs: its private Redis's URL, then its pid.
+RUN_REDIS_FILE = "redis.url"
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 
@@ -154,6 +161,45 @@ def validate_redis_url(url: str) -> str:
     else:
         raise ConfigError(f"REDIS_URL={url!r} has scheme {parts.scheme!r}; {hint}")
     return url
+
+
+def redis_url(folder: Path) -> str:
+    """``REDIS_URL``; unset, the Redis of the ``make run`` using ``folder``, if
+    one is running, else the local default.
+
+    ``make run`` starts a Redis on a free port and writes its URL to
+    ``folder / RUN_REDIS_FILE`` while it runs, so that a ``manage.py shell``
+    beside it rings the same Redis as its workers. Only the file is read (no
+    connection is made): a file whose ``make run`` is gone (it crashed) is
+    ignored.
+    """
+    url = os.environ.get("REDIS_URL")
+    if url is None:
+        url = running_redis_url(folder / RUN_REDIS_FILE) or DEFAULT_REDIS_URL
+    return validate_redis_url(url)
+
+
+def running_redis_url(path: Path) -> str | None:
+    """The URL in ``path`` (written by ``make run``) if its process is alive."""
+    try:
+        url, pid = path.read_text().split()
+        alive = process_alive(int(pid))
+    except (OSError, ValueError):  # absent, being written, or not ours
+        return None
+    return url if alive else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without signalling)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        return True
+    return True
 
 
 def data_dir(base_dir: Path, *parts: str) -> Path:

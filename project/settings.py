@@ -22,7 +22,7 @@ from project.config import (
     env_list,
     env_number,
     env_time_zone,
-    validate_redis_url,
+    redis_url,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -126,7 +126,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis through channels-redis.
-REDIS_URL = validate_redis_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+# Unset, the private Redis of a `make run` on the same DATA_DIR (so that the
+# README's `manage.py shell` rings its workers), else the local default.
+REDIS_URL = redis_url(data_dir(BASE_DIR))
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 10)
 CHANNEL_LAYERS = {
     "default": {
