@@ -23,7 +23,7 @@ from django.utils import timezone
 from . import store
 from .conf import library_settings
 from .doorbell import aring, aring_many, ring, ring_many
-from .exceptions import InvalidArgument
+from .exceptions import IdempotencyConflict, InvalidArgument
 from .models import Status, TaskRecord
 from .payload import shown, text_problem, validate_payload
 
@@ -163,7 +163,42 @@ def _check_owner(owner_id: Any) -> None:
 
 def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
     _check_owner(fields["owner_id"])
-    return store.create_task(**fields)
+    task, created = store.create_task(**fields)
+    if not created:
+        _check_same_work(task, fields)
+    return task, created
+
+
+def _check_same_work(task: TaskRecord, fields: dict[str, Any]) -> None:
+    """Raise ``IdempotencyConflict`` unless ``task``, found by its idempotency
+    key, is the work that ``fields`` describe (its channel, type and payload)."""
+    differs = [
+        name for name in ("channel", "type") if getattr(task, name) != fields[name]
+    ]
+    if not same_json(task.payload, fields["payload"]):
+        differs.append("payload")
+    if differs:
+        raise IdempotencyConflict(fields["idempotency_key"], task.id, differs)
+
+
+def same_json(stored: Any, given: Any) -> bool:
+    """Whether ``given`` (a checked payload) is what ``stored`` (read back from
+    the store) holds: equal numbers are equal whatever their type
+    (PostgreSQL's jsonb gives ``1e20`` back as an int), but a bool is not a
+    number, and dict keys may come back in any order."""
+    if isinstance(stored, bool) or isinstance(given, bool):
+        return type(stored) is type(given) and stored == given
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(
+            same_json(stored[key], given[key]) for key in stored
+        )
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(
+            same_json(a, b) for a, b in zip(stored, given, strict=True)
+        )
+    if isinstance(stored, int | float) and isinstance(given, int | float):
+        return stored == given
+    return type(stored) is type(given) and bool(stored == given)
 
 
 _acreate = database_sync_to_async(_create)
@@ -207,11 +242,13 @@ def enqueue(
     ``max_attempts`` (1 to 1,000,000) overrides the consumer's policy for this
     task. ``user`` (a saved user, or None or AnonymousUser for nobody) owns the
     task: they may watch it on the page. With an ``idempotency_key`` (a
-    non-empty str of at most 200 characters), enqueueing again while the first
-    task is unfinished or succeeded returns the first task's id; after it is
-    dead or cancelled, a new task is made. ``run_after`` (an aware datetime)
-    defers the first attempt: the task waits in the store, ringing nothing,
-    until the workers' scheduler finds it due. Raises ``InvalidPayload``
+    non-empty str of at most 200 characters), enqueueing the same channel,
+    type and payload again while the first task is unfinished or succeeded
+    returns the first task's id, and other work under the key raises
+    ``IdempotencyConflict``; after it is dead or cancelled, a new task is
+    made. ``run_after`` (an aware datetime) defers the first attempt: the task
+    waits in the store, ringing nothing, until the workers' scheduler finds it
+    due. Raises ``InvalidPayload``
     (naming the offending part of the payload) or ``InvalidArgument`` (naming
     the argument), both ``ValueError``; nothing is stored then.
     """
