@@ -11,6 +11,7 @@ are allowed, so that one is a warning (silence it with
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
@@ -21,6 +22,8 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 from django.core.management import find_commands
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
 from .startup import LIBRARY_APP, inspecting
@@ -255,3 +258,28 @@ def consumer_class(app: Any) -> type | None:
         if app is None:
             return None
     return None
+
+
+@functools.cache
+def routed_channels() -> frozenset[str] | None:
+    """The channels that the ASGI application's ``channel`` router routes, or
+    None when they are unknown: the application is not set or cannot be
+    loaded, or has no ``ChannelNameRouter`` under ``channel``.
+
+    Loaded once (as the checks load it, see :func:`load_application`) and
+    again after ``ASGI_APPLICATION`` changes.
+    """
+    application, problem = load_application()
+    if problem is not None:
+        return None
+    mapping = getattr(application, "application_mapping", None)
+    if not isinstance(mapping, Mapping) or "channel" not in mapping:
+        return None
+    routes = getattr(mapping["channel"], "application_mapping", None)
+    return frozenset(routes) if isinstance(routes, Mapping) else None
+
+
+@receiver(setting_changed)
+def _forget_routes(setting: str, **kwargs: Any) -> None:
+    if setting == "ASGI_APPLICATION":
+        routed_channels.cache_clear()

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import store
+from . import checks, store
 from .conf import library_settings
 from .doorbell import aring, aring_many, ring, ring_many
 from .exceptions import IdempotencyConflict, InvalidArgument
@@ -34,6 +35,8 @@ MESSAGE_TYPE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,199}")
 MAX_ATTEMPTS_LIMIT = 1_000_000
 #: The most characters of an idempotency key (its column's size).
 MAX_KEY_LENGTH = 200
+#: The most routed channels an error message lists.
+SHOWN_ROUTES = 20
 
 
 def validate_address(channel: str, type: str) -> None:
@@ -50,6 +53,33 @@ def validate_address(channel: str, type: str) -> None:
             f"{shown(type)} is not a message type (an ASCII letter, then up to "
             "199 letters, digits, '_' and '.', e.g. 'thumbnail.generate')",
         )
+
+
+def check_route(channel: str) -> None:
+    """Raise ``InvalidArgument`` if the ASGI application's ``channel`` router
+    is known and does not route ``channel``: no worker would ever run the task.
+
+    Skipped with ``RETRYING_CONSUMERS["CHECK_ROUTES"] = False``, and when the
+    routes are unknown (see :func:`~retrying_consumers.checks.routed_channels`).
+    After the first call it costs a set lookup.
+    """
+    if not library_settings().check_routes:
+        return
+    routed = checks.routed_channels()
+    if routed is None or channel in routed:
+        return
+    names = sorted(routed)
+    listed = ", ".join(repr(name) for name in names[:SHOWN_ROUTES])
+    if len(names) > SHOWN_ROUTES:
+        listed += f" and {len(names) - SHOWN_ROUTES} more"
+    raise InvalidArgument(
+        "channel",
+        f"{channel!r} is not routed by the channel router of ASGI_APPLICATION "
+        f"{getattr(settings, 'ASGI_APPLICATION', None)!r}, so no worker would run "
+        f"the task (it routes {listed or 'no channel'}); route it, or set "
+        "RETRYING_CONSUMERS['CHECK_ROUTES'] = False in a process that does not "
+        "load the routes",
+    )
 
 
 def validate_max_attempts(max_attempts: Any) -> None:
@@ -133,6 +163,7 @@ def prepare(
     the channel layer (safe in an event loop).
     """
     validate_address(channel, type)
+    check_route(channel)
     payload = {} if payload is None else payload
     validate_payload(payload, max_bytes=library_settings().max_payload_bytes)
     validate_max_attempts(max_attempts)
@@ -248,7 +279,8 @@ def enqueue(
     ``IdempotencyConflict``; after it is dead or cancelled, a new task is
     made. ``run_after`` (an aware datetime) defers the first attempt: the task
     waits in the store, ringing nothing, until the workers' scheduler finds it
-    due. Raises ``InvalidPayload``
+    due. A ``channel`` that the ASGI application's channel router does not
+    route is refused (see :func:`check_route`). Raises ``InvalidPayload``
     (naming the offending part of the payload) or ``InvalidArgument`` (naming
     the argument), both ``ValueError``; nothing is stored then.
     """
