@@ -8,22 +8,48 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import time
 import zoneinfo
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from django.core.exceptions import ImproperlyConfigured
+from retrying_consumers.startup import (
+    StartupError,
+    check_database,
+    database_problem,
+    wait_for_redis,
+)
+
+__all__ = [
+    "RUN_REDIS_FILE",
+    "ConfigError",
+    "check_database",
+    "data_dir",
+    "database_problem",
+    "env_bool",
+    "env_choice",
+    "env_int",
+    "env_list",
+    "env_number",
+    "env_time_zone",
+    "redis_url",
+    "validate_redis_url",
+    "wait_for_redis",
+]
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: In DATA_DIR while ``make run`` runs: its private Redis's URL, then its pid.
+RUN_REDIS_FILE = "redis.url"
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 
-class ConfigError(ImproperlyConfigured):
-    """The environment does not describe a runnable configuration."""
+# One error for every start-up problem, the environment's and the library's
+# (an unreachable Redis, an unmigrated database): every entry point turns it
+# into the same one line.
+ConfigError = StartupError
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -137,50 +163,43 @@ def validate_redis_url(url: str) -> str:
     return url
 
 
-def wait_for_redis(url: str, timeout: float) -> None:
-    """Wait until the Redis at ``url`` answers PING, or raise ConfigError.
+def redis_url(folder: Path) -> str:
+    """``REDIS_URL``; unset, the Redis of the ``make run`` using ``folder``, if
+    one is running, else the local default.
 
-    Used at process start so that an unreachable Redis is one clear line, and so
-    that processes started together with their Redis wait for it briefly.
+    ``make run`` starts a Redis on a free port and writes its URL to
+    ``folder / RUN_REDIS_FILE`` while it runs, so that a ``manage.py shell``
+    beside it rings the same Redis as its workers. Only the file is read (no
+    connection is made): a file whose ``make run`` is gone (it crashed) is
+    ignored.
     """
-    parts = urlsplit(url)
-    deadline = time.monotonic() + timeout
-    last_error = "no answer"
-    while True:
-        try:
-            _ping(parts.scheme, parts.hostname or "", parts.port or 6379, parts.path)
-            return
-        except OSError as err:
-            last_error = err.strerror or str(err)
-        if time.monotonic() >= deadline:
-            shown = urlsplit(url)._replace(netloc=_without_password(parts.netloc))
-            raise ConfigError(
-                f"Redis at {shown.geturl()} is unreachable after {timeout:g} s "
-                f"({last_error}); start it or set REDIS_URL"
-            )
-        time.sleep(0.2)
+    url = os.environ.get("REDIS_URL")
+    if url is None:
+        url = running_redis_url(folder / RUN_REDIS_FILE) or DEFAULT_REDIS_URL
+    return validate_redis_url(url)
 
 
-def _ping(scheme: str, host: str, port: int, path: str) -> None:
-    if scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(2)
-        sock.connect(path)
-    else:
-        sock = socket.create_connection((host, port), timeout=2)
-    with sock:
-        if scheme == "rediss":
-            return  # a TLS handshake is redis-py's job; the port answering is enough
-        # A password-protected Redis answers NOAUTH, which still proves it is there.
-        sock.sendall(b"PING\r\n")
-        if not sock.recv(64):
-            raise OSError("connection closed")
+def running_redis_url(path: Path) -> str | None:
+    """The URL in ``path`` (written by ``make run``) if its process is alive."""
+    try:
+        url, pid = path.read_text().split()
+        alive = process_alive(int(pid))
+    except (OSError, ValueError):  # absent, being written, or not ours
+        return None
+    return url if alive else None
 
 
-def _without_password(netloc: str) -> str:
-    if "@" not in netloc:
-        return netloc
-    return "***@" + netloc.rsplit("@", 1)[1]
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without signalling)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        return True
+    return True
 
 
 def data_dir(base_dir: Path, *parts: str) -> Path:
@@ -196,132 +215,3 @@ def data_dir(base_dir: Path, *parts: str) -> Path:
             "set DATA_DIR to a folder this user may write"
         ) from None
     return path
-
-
-# The database, checked at process start: the first query of a worker or of a
-# request would otherwise fail with a traceback, or a page with a 500.
-
-#: The app whose tables workers and pages cannot do without.
-LIBRARY_APP = "retrying_consumers"
-
-
-def check_database() -> None:
-    """Raise ConfigError unless the default database answers and has the
-    library's migrations applied and its tables present.
-
-    Run at the start of ``runworker`` and at the ASGI import; ``manage.py
-    migrate`` needs no such check, it is the fix.
-    """
-    # On a thread of its own: some ASGI servers (uvicorn) import the
-    # application inside their event loop, where Django refuses blocking
-    # database calls. The thread's connection is closed when it is done.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        problem = pool.submit(_database_check).result()
-    if problem is not None:
-        raise ConfigError(problem)
-
-
-def _database_check() -> str | None:
-    from django.db import connection
-
-    try:
-        return database_problem() or _migration_problem()
-    finally:
-        connection.close()
-
-
-def database_problem() -> str | None:
-    """Why the default database cannot be used at all, as one sentence: its
-    SQLite folder is missing or it does not answer. None when it answers."""
-    from django.db import OperationalError, connection
-
-    conf = connection.settings_dict
-    folder = _missing_sqlite_folder(conf)
-    if folder is not None:
-        return (
-            f"the SQLite database {conf['NAME']} is in a folder that does not "
-            f"exist: {folder}; create the folder or change DATABASE_URL"
-        )
-    try:
-        connection.ensure_connection()
-    except OperationalError as err:
-        if connection.vendor == "sqlite":
-            return (
-                f"cannot open the SQLite database {conf['NAME']} ({_reason(err)}); "
-                "check DATABASE_URL and the folder's permissions"
-            )
-        return (
-            f"cannot connect to the database {_where(conf)} ({_reason(err)}); "
-            "check DATABASE_URL and that the database server is running"
-        )
-    return None
-
-
-def _migration_problem() -> str | None:
-    from django.apps import apps
-    from django.db import connection
-    from django.db.migrations.loader import MigrationLoader
-
-    label = apps.get_app_config(LIBRARY_APP).label
-    loader = MigrationLoader(connection, ignore_no_migrations=True)
-    missing = sorted(
-        name
-        for app, name in loader.graph.nodes
-        if app == label and (app, name) not in loader.applied_migrations
-    )
-    where = _where(connection.settings_dict)
-    if missing:
-        what = (
-            f"migration {label}.{missing[0]} is not applied"
-            if len(missing) == 1
-            else f"{len(missing)} migrations of {label} are not applied, "
-            f"from {missing[0]}"
-        )
-        return f"the database {where} is not migrated ({what}); run manage.py migrate"
-    return _table_problem(label, where)
-
-
-def _table_problem(label: str, where: str) -> str | None:
-    from django.apps import apps
-    from django.db import connection
-
-    tables = set(connection.introspection.table_names())
-    absent = sorted(
-        model._meta.db_table
-        for model in apps.get_app_config(label).get_models()
-        if model._meta.managed and model._meta.db_table not in tables
-    )
-    if not absent:
-        return None
-    return (
-        f"the database {where} has no table {absent[0]} although the migrations "
-        f"of {label} are recorded as applied; restore it, or drop {label}'s "
-        f"tables and run manage.py migrate {label} zero --fake, then manage.py "
-        "migrate"
-    )
-
-
-def _missing_sqlite_folder(conf: dict[str, object]) -> Path | None:
-    name = str(conf.get("NAME") or "")
-    if not str(conf.get("ENGINE", "")).endswith("sqlite3"):
-        return None
-    if name == ":memory:" or name.startswith("file:"):
-        return None
-    folder = Path(name).parent
-    return None if folder.is_dir() else folder
-
-
-def _where(conf: dict[str, object]) -> str:
-    """The database as people name it: a file, or a name on a host; no password."""
-    if str(conf.get("ENGINE", "")).endswith("sqlite3"):
-        return str(conf.get("NAME"))
-    host = conf.get("HOST") or "the local socket"
-    port = f":{conf['PORT']}" if conf.get("PORT") else ""
-    return f"{conf.get('NAME')!r} at {host}{port}"
-
-
-def _reason(err: Exception) -> str:
-    # psycopg: 'connection failed: connection to server at "h", port 1 failed:
-    # Connection refused' and a hint on the next line; keep what went wrong.
-    first = " ".join(str(err).split("\n", 1)[0].split())
-    return first.rsplit(" failed: ", 1)[-1].removeprefix("FATAL: ")

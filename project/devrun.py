@@ -19,7 +19,13 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
-from project.config import ConfigError, data_dir, env_int, wait_for_redis
+from project.config import (
+    RUN_REDIS_FILE,
+    ConfigError,
+    data_dir,
+    env_int,
+    wait_for_redis,
+)
 from project.errors import exit_on_bad_config, fail
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -88,6 +94,7 @@ def main() -> None:
         sys.exit(run_processes())
     finally:
         if redis is not None:
+            forget_private_redis()
             redis.terminate()
             redis.wait(10)
 
@@ -117,8 +124,32 @@ def start_private_redis() -> subprocess.Popen[bytes]:
         process.kill()
         fail(f"the private Redis did not start ({err}); see data/redis.log")
     os.environ["REDIS_URL"] = url
+    announce_private_redis(url)
     print(f"  Redis: {url} (private to this run, log in data/redis.log)", flush=True)
     return process
+
+
+def announce_private_redis(url: str) -> None:
+    """Write ``url`` and this process's pid to ``data/redis.url`` for this run.
+
+    A ``manage.py`` command started beside ``make run`` without ``REDIS_URL``
+    reads it (see ``project.config.redis_url``), so that its rings reach these
+    workers. The pid lets a file left by a crashed run be ignored.
+    """
+    path = data_dir(BASE_DIR) / RUN_REDIS_FILE
+    partial = path.with_name(f"{path.name}.{os.getpid()}")
+    partial.write_text(f"{url}\n{os.getpid()}\n")
+    partial.replace(path)  # readers never see half a file
+
+
+def forget_private_redis() -> None:
+    """Remove ``data/redis.url`` if it is still this run's."""
+    path = data_dir(BASE_DIR) / RUN_REDIS_FILE
+    try:
+        if path.read_text().split()[1:] == [str(os.getpid())]:
+            path.unlink()
+    except (OSError, IndexError):
+        pass
 
 
 def run_processes() -> int:

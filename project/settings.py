@@ -22,7 +22,7 @@ from project.config import (
     env_list,
     env_number,
     env_time_zone,
-    validate_redis_url,
+    redis_url,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -126,7 +126,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer: Redis through channels-redis.
-REDIS_URL = validate_redis_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+# Unset, the private Redis of a `make run` on the same DATA_DIR (so that the
+# README's `manage.py shell` rings its workers), else the local default.
+REDIS_URL = redis_url(data_dir(BASE_DIR))
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 10)
 CHANNEL_LAYERS = {
     "default": {
@@ -186,18 +188,46 @@ LOG_LEVEL = env_choice(
 )
 # "text": readable key=value lines; "json": one JSON object per line.
 LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"], "a log format")
+# Django's default logging gave the "django" loggers a plain-text console
+# handler of their own in development mode (each record printed twice, once
+# not as JSON), and mailed ADMINS every ERROR, each failed @task included.
+# Here every record is written once, by "console"; ADMINS get Django's mail
+# for server errors (HTTP 500, security) as before, and about dead tasks only
+# through NOTIFY_DEAD's summaries.
+LOGGING_CONFIG = "retrying_consumers.logformat.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "not_tasks": {
+            "()": "retrying_consumers.logformat.ExceptLoggers",
+            "names": ["django.tasks"],
+        },
+    },
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "retrying_consumers.logformat.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false", "not_tasks"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
+        # Replaces Django's handlers; records go on to the root's "console".
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        # runserver's request lines (its 500s are mailed by django.request).
+        "django.server": {
+            "handlers": ["console"],
+            "level": "INFO",
+            "propagate": False,
+        },
+        "django.tasks": {"level": LOG_LEVEL},
         "retrying_consumers": {"level": LOG_LEVEL},
         "realtime": {"level": LOG_LEVEL},
         "django.channels": {"level": LOG_LEVEL},

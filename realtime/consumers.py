@@ -17,13 +17,13 @@ import contextlib
 import uuid
 from typing import Any
 
-from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from realtime import queries
 from realtime.hub import hub_for
 from realtime.protocol import PROTOCOL_VERSION, ProtocolError, Request, parse_frame
+from retrying_consumers import RetryingAsyncConsumer
 from retrying_consumers.conf import worker_id
 from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
 from retrying_consumers.models import FINAL
@@ -242,11 +242,13 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         return groups + [task_group(t) for t in getattr(self, "task_ids", ())]
 
 
-class PingWorkerConsumer(AsyncConsumer):
+class PingWorkerConsumer(RetryingAsyncConsumer):
     """Answers pings on the ``realtime-ping`` worker channel.
 
     Lets a browser (and the end-to-end tests) check the whole path: websocket,
-    channel layer, a ``runworker`` process and back.
+    channel layer, a ``runworker`` process and back. A ping is a plain
+    message, not a task: a reply that fails gets the short in-place retries,
+    and the worker keeps serving the channel.
     """
 
     channel = "realtime-ping"

@@ -9,12 +9,13 @@ class RetryingConsumersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import notify, signals
+        from . import checks, notify, signals
         from .conf import library_settings
 
         # Read now, so that a bad option stops every process at its start
         # rather than failing a request or a worker later.
         library_settings()
+        checks.register()
 
         # The receiver checks NOTIFY_DEAD itself, so settings may change later.
         signals.task_dead.connect(

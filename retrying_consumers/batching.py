@@ -39,7 +39,8 @@ class GroupCommit[T, R]:
     while it waited: a claim nobody will run must be handed back. In a burst,
     batches leave at most every ``linger`` seconds (a batch waits until
     ``linger`` has passed since the last one left), so that calls that can
-    afford it travel in bigger batches; a lone call never waits.
+    afford it travel in bigger batches; a lone call never waits. A batch holds
+    at most ``max_batch`` items (default ``MAX_BATCH``).
     """
 
     def __init__(
@@ -47,8 +48,10 @@ class GroupCommit[T, R]:
         run_many: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
         orphaned: Callable[[list[tuple[T, R]]], Awaitable[None]] | None = None,
         linger: float = 0.0,
+        max_batch: int | None = None,
     ) -> None:
         self.run_many = run_many
+        self.max_batch = max_batch
         self.orphaned = orphaned
         self.linger = linger
         self.last_left = -float("inf")
@@ -84,8 +87,9 @@ class GroupCommit[T, R]:
                 wait = self.last_left + self.linger - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                batch = self.pending[:MAX_BATCH]
-                del self.pending[:MAX_BATCH]
+                size = self.max_batch or MAX_BATCH
+                batch = self.pending[:size]
+                del self.pending[:size]
                 self.last_left = loop.time()
                 await self._run(batch)
         finally:

@@ -53,6 +53,9 @@ class LibrarySettings:
     metrics_token: str | None = None
     #: Largest payload ``enqueue`` accepts, in bytes of its JSON text.
     max_payload_bytes: int = 1_048_576
+    #: Refuse to enqueue to a channel that the ASGI application's ``channel``
+    #: router does not route (off for producers that cannot load the routes).
+    check_routes: bool = True
 
     @classmethod
     def load(cls) -> LibrarySettings:
@@ -71,7 +74,7 @@ class LibrarySettings:
 
 
 #: Options that are yes/no, text, or may be None (off); the others are numbers.
-_FLAGS = frozenset({"store_results", "notify_dead"})
+_FLAGS = frozenset({"store_results", "notify_dead", "check_routes"})
 _TEXTS = frozenset({"metrics_token"})
 _OPTIONAL = frozenset(
     {

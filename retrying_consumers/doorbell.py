@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,10 @@ SYNC_RING_TIMEOUT = 10.0
 RINGS_TYPE = "retrying_consumers.rings"
 #: Rings sent in one message at most.
 MAX_RINGS_PER_MESSAGE = 50
+#: Rings one send of the ring loop takes at most (in messages of
+#: ``MAX_RINGS_PER_MESSAGE``): a batch of ``enqueue_many`` leaves in a few
+#: sends, not in sends of ``batching.MAX_BATCH`` that each wait ``RING_LINGER``.
+MAX_RINGS_PER_SEND = 1000
 #: Seconds between sends of synchronous rings in a burst: the rings handed over
 #: meanwhile wait to go together. A lone ring leaves at once, and so does each
 #: ring of a steady 100 per second (10 ms apart). Bigger messages mean fewer
@@ -73,7 +77,9 @@ async def aring(task: TaskRecord) -> bool:
     Rings sent at the same moment from one event loop travel together, one
     message per channel (see :mod:`retrying_consumers.batching`).
     """
-    return await group_commit("rings", lambda: GroupCommit(_send_ring_batch))(task)
+    return await group_commit(
+        "rings", lambda: GroupCommit(_send_ring_batch, max_batch=MAX_RINGS_PER_SEND)
+    )(task)
 
 
 async def _send_ring_batch(
@@ -123,6 +129,21 @@ def ring(task: TaskRecord) -> None:
     _handoff().put(task)
 
 
+def ring_many(tasks: Sequence[TaskRecord]) -> None:
+    """:func:`ring` for each of ``tasks``, handed to the ring loop at once.
+
+    The loop wakes once for all of them and sends them as few messages as
+    :func:`ring` would (``MAX_RINGS_PER_MESSAGE`` rings each, per channel).
+    """
+    if tasks:
+        _handoff().put_many(tasks)
+
+
+async def aring_many(tasks: Sequence[TaskRecord]) -> list[bool]:
+    """:func:`aring` for each of ``tasks``; they travel together."""
+    return list(await asyncio.gather(*(aring(task) for task in tasks)))
+
+
 def flush(timeout: float | None = None) -> bool:
     """Wait until the rings handed over so far have been sent (or have failed).
 
@@ -147,7 +168,10 @@ async def _send_sync_rings(tasks: list[TaskRecord]) -> list[bool | Exception]:
 def _sync_rings() -> GroupCommit[TaskRecord, bool]:
     """The ring loop's batcher: in a burst, sends leave ``RING_LINGER`` apart."""
     return group_commit(
-        "sync rings", lambda: GroupCommit(_send_sync_rings, linger=RING_LINGER)
+        "sync rings",
+        lambda: GroupCommit(
+            _send_sync_rings, linger=RING_LINGER, max_batch=MAX_RINGS_PER_SEND
+        ),
     )
 
 
@@ -168,8 +192,11 @@ class _Handoff:
         self.awake = False  # the loop takes the queue without being woken
 
     def put(self, task: TaskRecord) -> None:
+        self.put_many((task,))
+
+    def put_many(self, tasks: Sequence[TaskRecord]) -> None:
         with self.lock:
-            self.queue.append(task)
+            self.queue.extend(tasks)
             if self.awake:
                 return
             self.awake = True

@@ -7,7 +7,9 @@ they surface the way Django users expect.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -46,6 +48,26 @@ class InvalidArgument(RetryingConsumersError, ValueError):
         self.argument = argument
         self.problem = problem
         super().__init__(f"{argument}: {problem}")
+
+
+class IdempotencyConflict(InvalidArgument):
+    """An ``idempotency_key`` is already held by a task of other work.
+
+    ``key`` is the key, ``task_id`` the task that holds it (unfinished or
+    succeeded) and ``differs`` what differs: ``"channel"``, ``"type"`` and/or
+    ``"payload"``.
+    """
+
+    def __init__(self, key: str, task_id: Any, differs: Sequence[str]) -> None:
+        self.key = key
+        self.task_id = task_id
+        self.differs = tuple(differs)
+        super().__init__(
+            "idempotency_key",
+            f"{key!r} is already held by task {task_id}, which has another "
+            f"{' and '.join(self.differs)}; enqueue the same channel, type and "
+            "payload to get that task back, or use another key",
+        )
 
 
 class TaskNotFound(RetryingConsumersError, LookupError):

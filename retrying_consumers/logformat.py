@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,3 +79,33 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     ordered = {key: extras.pop(key) for key in TASK_FIELDS if key in extras}
     ordered.update(extras)
     return ordered
+
+
+class ExceptLoggers(logging.Filter):
+    """Passes the records of every logger but ``names`` and their children.
+
+    For a handler on a parent logger that should not act on some of its
+    children, e.g. Django's ``mail_admins`` on ``django`` but not on
+    ``django.tasks``, whose failed tasks ``NOTIFY_DEAD`` reports.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.prefixes = tuple(f"{name}." for name in self.names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a record of one of ``names`` or their children."""
+        name = record.name
+        return name not in self.names and not name.startswith(self.prefixes)
+
+
+def configure_logging(config: dict[str, Any]) -> None:
+    """``LOGGING_CONFIG`` for one formatted line per record, warnings included.
+
+    ``logging.config.dictConfig(config)``, and Python's warnings (such as a
+    library's ``UserWarning``) logged on ``py.warnings`` instead of printed
+    as raw text, so that they go through the same handlers and formatter.
+    """
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)

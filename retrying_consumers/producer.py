@@ -1,4 +1,5 @@
-"""``enqueue`` and ``aenqueue``: the way work enters the store.
+"""``enqueue`` and ``aenqueue`` (``enqueue_many`` for a batch): the way work
+enters the store.
 
 The task row is written first; the channel is rung only after the surrounding
 transaction commits, so a worker never looks for a row it cannot see yet, and a
@@ -7,20 +8,23 @@ rolled-back enqueue rings nothing.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import store
+from . import checks, store
 from .conf import library_settings
-from .doorbell import aring, ring
-from .exceptions import InvalidArgument
+from .doorbell import aring, aring_many, ring, ring_many
+from .exceptions import IdempotencyConflict, InvalidArgument
 from .models import Status, TaskRecord
 from .payload import shown, text_problem, validate_payload
 
@@ -31,6 +35,8 @@ MESSAGE_TYPE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,199}")
 MAX_ATTEMPTS_LIMIT = 1_000_000
 #: The most characters of an idempotency key (its column's size).
 MAX_KEY_LENGTH = 200
+#: The most routed channels an error message lists.
+SHOWN_ROUTES = 20
 
 
 def validate_address(channel: str, type: str) -> None:
@@ -47,6 +53,33 @@ def validate_address(channel: str, type: str) -> None:
             f"{shown(type)} is not a message type (an ASCII letter, then up to "
             "199 letters, digits, '_' and '.', e.g. 'thumbnail.generate')",
         )
+
+
+def check_route(channel: str) -> None:
+    """Raise ``InvalidArgument`` if the ASGI application's ``channel`` router
+    is known and does not route ``channel``: no worker would ever run the task.
+
+    Skipped with ``RETRYING_CONSUMERS["CHECK_ROUTES"] = False``, and when the
+    routes are unknown (see :func:`~retrying_consumers.checks.routed_channels`).
+    After the first call it costs a set lookup.
+    """
+    if not library_settings().check_routes:
+        return
+    routed = checks.routed_channels()
+    if routed is None or channel in routed:
+        return
+    names = sorted(routed)
+    listed = ", ".join(repr(name) for name in names[:SHOWN_ROUTES])
+    if len(names) > SHOWN_ROUTES:
+        listed += f" and {len(names) - SHOWN_ROUTES} more"
+    raise InvalidArgument(
+        "channel",
+        f"{channel!r} is not routed by the channel router of ASGI_APPLICATION "
+        f"{getattr(settings, 'ASGI_APPLICATION', None)!r}, so no worker would run "
+        f"the task (it routes {listed or 'no channel'}); route it, or set "
+        "RETRYING_CONSUMERS['CHECK_ROUTES'] = False in a process that does not "
+        "load the routes",
+    )
 
 
 def validate_max_attempts(max_attempts: Any) -> None:
@@ -130,6 +163,7 @@ def prepare(
     the channel layer (safe in an event loop).
     """
     validate_address(channel, type)
+    check_route(channel)
     payload = {} if payload is None else payload
     validate_payload(payload, max_bytes=library_settings().max_payload_bytes)
     validate_max_attempts(max_attempts)
@@ -147,8 +181,7 @@ def prepare(
     }
 
 
-def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
-    owner_id = fields["owner_id"]
+def _check_owner(owner_id: Any) -> None:
     # PostgreSQL checks the owner's foreign key only when the transaction
     # commits; look now, so that enqueue itself says what is wrong.
     if owner_id is not None:
@@ -157,7 +190,46 @@ def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
             raise InvalidArgument(
                 "user", f"no {model._meta.label} has pk {shown(owner_id)}"
             )
-    return store.create_task(**fields)
+
+
+def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
+    _check_owner(fields["owner_id"])
+    task, created = store.create_task(**fields)
+    if not created:
+        _check_same_work(task, fields)
+    return task, created
+
+
+def _check_same_work(task: TaskRecord, fields: dict[str, Any]) -> None:
+    """Raise ``IdempotencyConflict`` unless ``task``, found by its idempotency
+    key, is the work that ``fields`` describe (its channel, type and payload)."""
+    differs = [
+        name for name in ("channel", "type") if getattr(task, name) != fields[name]
+    ]
+    if not same_json(task.payload, fields["payload"]):
+        differs.append("payload")
+    if differs:
+        raise IdempotencyConflict(fields["idempotency_key"], task.id, differs)
+
+
+def same_json(stored: Any, given: Any) -> bool:
+    """Whether ``given`` (a checked payload) is what ``stored`` (read back from
+    the store) holds: equal numbers are equal whatever their type
+    (PostgreSQL's jsonb gives ``1e20`` back as an int), but a bool is not a
+    number, and dict keys may come back in any order."""
+    if isinstance(stored, bool) or isinstance(given, bool):
+        return type(stored) is type(given) and stored == given
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return stored.keys() == given.keys() and all(
+            same_json(stored[key], given[key]) for key in stored
+        )
+    if isinstance(stored, list) and isinstance(given, list):
+        return len(stored) == len(given) and all(
+            same_json(a, b) for a, b in zip(stored, given, strict=True)
+        )
+    if isinstance(stored, int | float) and isinstance(given, int | float):
+        return stored == given
+    return type(stored) is type(given) and bool(stored == given)
 
 
 _acreate = database_sync_to_async(_create)
@@ -201,11 +273,14 @@ def enqueue(
     ``max_attempts`` (1 to 1,000,000) overrides the consumer's policy for this
     task. ``user`` (a saved user, or None or AnonymousUser for nobody) owns the
     task: they may watch it on the page. With an ``idempotency_key`` (a
-    non-empty str of at most 200 characters), enqueueing again while the first
-    task is unfinished or succeeded returns the first task's id; after it is
-    dead or cancelled, a new task is made. ``run_after`` (an aware datetime)
-    defers the first attempt: the task waits in the store, ringing nothing,
-    until the workers' scheduler finds it due. Raises ``InvalidPayload``
+    non-empty str of at most 200 characters), enqueueing the same channel,
+    type and payload again while the first task is unfinished or succeeded
+    returns the first task's id, and other work under the key raises
+    ``IdempotencyConflict``; after it is dead or cancelled, a new task is
+    made. ``run_after`` (an aware datetime) defers the first attempt: the task
+    waits in the store, ringing nothing, until the workers' scheduler finds it
+    due. A ``channel`` that the ASGI application's channel router does not
+    route is refused (see :func:`check_route`). Raises ``InvalidPayload``
     (naming the offending part of the payload) or ``InvalidArgument`` (naming
     the argument), both ``ValueError``; nothing is stored then.
     """
@@ -242,6 +317,108 @@ async def aenqueue(
         run_after=run_after,
     )
     return (await asubmit(fields)).id
+
+
+def prepare_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> dict[str, Any]:
+    """The checked arguments of :func:`enqueue_many`'s store call, as
+    :func:`prepare` checks one task's; raises on the first problem, naming a
+    payload by its index (``payloads[3]['x']``), and stores nothing."""
+    if isinstance(payloads, str | bytes | Mapping) or not isinstance(
+        payloads, Iterable
+    ):
+        kind = builtins.type(payloads).__name__
+        raise InvalidArgument("payloads", f"must be a list of dicts, not {kind}")
+    fields = prepare(
+        channel, type, {}, max_attempts=max_attempts, user=user, run_after=run_after
+    )
+    max_bytes = library_settings().max_payload_bytes
+    checked = []
+    for n, payload in enumerate(payloads):
+        payload = {} if payload is None else payload
+        validate_payload(payload, f"payloads[{n}]", max_bytes=max_bytes)
+        checked.append(payload)
+    del fields["payload"], fields["idempotency_key"]
+    return {**fields, "payloads": checked}
+
+
+def _create_many(fields: dict[str, Any]) -> list[TaskRecord]:
+    _check_owner(fields["owner_id"])
+    return store.create_tasks(**fields)
+
+
+_acreate_many = database_sync_to_async(_create_many)
+
+
+def enqueue_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Store one task per payload in one transaction; ring once it commits.
+
+    Every payload is checked first, as :func:`enqueue` checks its one: if any
+    is bad, ``InvalidPayload`` names it by index (``payloads[3]['x']: ...``)
+    and nothing is stored. The rows go in with multi-row INSERTs (one COPY on
+    PostgreSQL with psycopg 3), and their rings are handed to the ring loop
+    together once the surrounding transaction commits (nothing is rung if it
+    rolls back). ``max_attempts``,
+    ``user`` and ``run_after`` apply to every task. There is no
+    ``idempotency_key``: enqueue keyed tasks one by one with :func:`enqueue`.
+    Returns the task ids in the order of ``payloads``.
+    """
+    fields = prepare_many(
+        channel,
+        type,
+        payloads,
+        max_attempts=max_attempts,
+        user=user,
+        run_after=run_after,
+    )
+    if not fields["payloads"]:
+        return []
+    tasks = _create_many(fields)
+    if fields["run_after"] is None:
+        transaction.on_commit(lambda: ring_many(tasks), robust=True)
+    return [task.id for task in tasks]
+
+
+async def aenqueue_many(
+    channel: str,
+    type: str,
+    payloads: Iterable[dict[str, Any] | None],
+    *,
+    max_attempts: int | None = None,
+    user: Any = None,
+    run_after: datetime | None = None,
+) -> list[uuid.UUID]:
+    """Async twin of :func:`enqueue_many` (the rows are committed before it
+    rings)."""
+    fields = prepare_many(
+        channel,
+        type,
+        payloads,
+        max_attempts=max_attempts,
+        user=user,
+        run_after=run_after,
+    )
+    if not fields["payloads"]:
+        return []
+    tasks = await _acreate_many(fields)
+    if fields["run_after"] is None:
+        await aring_many(tasks)
+    return [task.id for task in tasks]
 
 
 def retry_now(task_id: uuid.UUID | str) -> TaskRecord:

@@ -79,6 +79,7 @@ class _Statements:
         attempt_meta = AttemptRecord._meta
         self.fields = list(task_meta.concrete_fields)
         self.plain = [isinstance(f, _PLAIN_FIELDS) for f in self.fields]
+        self.json = [isinstance(f, models.JSONField) for f in self.fields]
         self.attnames = [f.attname for f in self.fields]
         columns = ", ".join(q(f.column) for f in self.fields)
         task = q(task_meta.db_table)
@@ -116,10 +117,9 @@ class _Statements:
             f"WHEN %s THEN TRUE WHEN %s THEN {tc('due_at')} <= %s ELSE FALSE END "
             f"RETURNING {columns}"
         )
-        self.insert = (
-            f"INSERT INTO {task} ({columns}) "
-            f"VALUES ({', '.join(['%s'] * len(self.fields))})"
-        )
+        self.insert_head = f"INSERT INTO {task} ({columns}) VALUES "
+        self.insert = f"{self.insert_head}({', '.join(['%s'] * len(self.fields))})"
+        self.copy_tasks = f"COPY {task} ({columns}) FROM STDIN"
         self.new_attempt = (
             f"INSERT INTO {attempt} ({ac('task')}, {ac('number')}, {ac('worker')}, "
             f"{ac('started_at')}, {ac('finished_at')}, {ac('outcome')}, "
@@ -320,17 +320,82 @@ def insert_task(task: TaskRecord, *, using: str = DEFAULT_DB_ALIAS) -> None:
     """INSERT ``task`` as ``task.save(force_insert=True)`` would, minus the
     ``pre_save``/``post_save`` signals (a third of the cost of ``enqueue``)."""
     s = _statements(connections[using])
+    with _bound_cursor(s) as cursor:
+        cursor.execute(s.insert, _insert_values(s, task))
+    _saved(task, using)
+
+
+#: Values in one multi-row INSERT at most: under SQLite's limit of 32,766
+#: bound parameters (3.32 and later).
+MAX_INSERT_VALUES = 30_000
+
+
+def copies_rows(using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Whether :func:`insert_tasks` uses ``COPY`` on ``using``."""
+    return _statements(connections[using]).binds_apart
+
+
+def insert_tasks(tasks: Sequence[TaskRecord], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """INSERT ``tasks`` as :func:`insert_task` does, many rows per statement.
+
+    Runs in the caller's transaction: the caller makes the batch atomic. On
+    PostgreSQL with psycopg 3 the rows go in with one ``COPY``: a multi-row
+    ``VALUES`` of thousands of placeholders is parsed anew by psycopg for
+    each statement (most of a batch's time), and an ``INSERT ... SELECT
+    FROM unnest(arrays)`` took twice as long as the ``COPY`` on the server.
+    Elsewhere (SQLite, psycopg 2) multi-row ``VALUES``.
+    """
+    s = _statements(connections[using])
+    rows = [_insert_values(s, task) for task in tasks]
+    if s.binds_apart:
+        _copy_rows(s, rows)
+    else:
+        _insert_rows(s, rows)
+    for task in tasks:
+        _saved(task, using)
+
+
+def _insert_rows(s: _Statements, rows: list[list[Any]]) -> None:
+    per_statement = max(1, MAX_INSERT_VALUES // len(s.fields))
+    row = f"({', '.join(['%s'] * len(s.fields))})"
+    with _bound_cursor(s) as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            marks = ", ".join([row] * len(chunk))
+            cursor.execute(f"{s.insert_head}{marks}", [v for r in chunk for v in r])
+
+
+def _copy_rows(s: _Statements, rows: list[list[Any]]) -> None:
+    # Django's cursor has no COPY: psycopg's own, with Django's translation
+    # of database errors (an IntegrityError stays one).
+    with (
+        _bound_cursor(s) as cursor,
+        s.connection.wrap_database_errors,
+        cursor.cursor.copy(s.copy_tasks) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert_values(s: _Statements, task: TaskRecord) -> list[Any]:
     connection = s.connection
     values = []
-    for field, plain in zip(s.fields, s.plain, strict=True):
+    for field, plain, json in zip(s.fields, s.plain, s.json, strict=True):
         value = field.pre_save(task, True)
-        # A text, number or key field's preparation returns None, str, int and
-        # bool unchanged; skipping it halves the cost of the INSERT.
-        if value is None or not (plain and type(value) in _PLAIN):
+        # A text, number or key field's preparation returns str, int and bool
+        # unchanged, and any field's but JSON's (whose None may mean JSON
+        # null) returns None unchanged; skipping it halves the cost of the
+        # INSERT.
+        if value is None:
+            if json:
+                value = field.get_db_prep_save(value, connection)
+        elif not (plain and type(value) in _PLAIN):
             value = field.get_db_prep_save(value, connection)
         values.append(value)
-    with _bound_cursor(s) as cursor:
-        cursor.execute(s.insert, values)
+    return values
+
+
+def _saved(task: TaskRecord, using: str) -> None:
     task._state.adding = False
     task._state.db = using
 

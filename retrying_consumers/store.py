@@ -102,6 +102,37 @@ def create_task(
     return task, True
 
 
+def create_tasks(
+    *,
+    channel: str,
+    type: str,
+    payloads: Sequence[dict[str, Any]],
+    ring_timeout: float,
+    max_attempts: int | None = None,
+    owner_id: int | None = None,
+    run_after: datetime | None = None,
+) -> list[TaskRecord]:
+    """Write one queued task per payload, in one transaction; return them in
+    the order of ``payloads``. Takes :func:`create_task`'s arguments but the
+    idempotency key: all are stored, or none."""
+    due_at = run_after or timezone.now() + timedelta(seconds=ring_timeout)
+    tasks = [
+        TaskRecord(
+            channel=channel,
+            type=type,
+            payload=payload,
+            max_attempts=max_attempts,
+            attempt_budget=max_attempts,
+            owner_id=owner_id,
+            due_at=due_at,
+        )
+        for payload in payloads
+    ]
+    with writing():
+        sql.insert_tasks(tasks)
+    return tasks
+
+
 def _writing_rows() -> AbstractContextManager[None]:
     """:func:`writing` for a batch of ``sql`` row changes, except where the
     batch is one statement, atomic by itself (PostgreSQL). Inside a caller's

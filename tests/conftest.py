@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +29,23 @@ def fresh_channel_layers() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unrouted_channels() -> Iterator[Callable[[str], None]]:
+    """Let tests enqueue to channels that project.asgi does not route.
+
+    Tests enqueue to channels of their own consumers ("c", "mixin-test", the
+    e2e workers' "fault-a"...), and many replace ``RETRYING_CONSUMERS`` whole,
+    which would turn ``CHECK_ROUTES`` back on: so the check itself is switched
+    off here. Yields the real check, for the tests of it.
+    """
+    from retrying_consumers import producer
+
+    real = producer.check_route
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(producer, "check_route", lambda channel: None)
+        yield real
 
 
 @pytest.fixture(scope="session", autouse=True)

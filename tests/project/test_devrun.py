@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,61 @@ def answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+# Step 4 of the README's tour, run beside `make run` exactly as written there.
+TOUR_STEP_4 = """
+from retrying_consumers import enqueue
+enqueue('examples', 'example.flaky', {'fail_times': 2})
+"""
+
+
+def flaky_tasks(database: Path) -> list[tuple[str, str, list[str]]]:
+    """(status, created_at, [attempt start times]) of each example.flaky task."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        tasks = db.execute(
+            "SELECT id, status, created_at FROM retrying_consumers_taskrecord "
+            "WHERE type = 'example.flaky'"
+        ).fetchall()
+        return [
+            (
+                status,
+                created_at,
+                [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT started_at FROM retrying_consumers_attemptrecord "
+                        "WHERE task_id = ? ORDER BY number",
+                        (task_id,),
+                    )
+                ],
+            )
+            for task_id, status, created_at in tasks
+        ]
+
+
+def run_the_tour_step(env: dict[str, str], data: Path) -> None:
+    """The shell command of step 4 reaches the workers of `make run` at once."""
+    tour = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", TOUR_STEP_4],
+        cwd=BASE_DIR,
+        env=env,  # no REDIS_URL, as in the README
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tour.returncode == 0, tour.stderr
+    database = data / "db.sqlite3"
+    wait_until(
+        lambda: [t[0] for t in flaky_tasks(database)] == ["succeeded"],
+        60,
+        "the tour's task to succeed",
+    )
+    [(_, created_at, started)] = flaky_tasks(database)
+    assert len(started) == 3  # fails twice, then succeeds
+    # Rung by the shell, not again by a scheduler after RING_TIMEOUT (30 s).
+    waited = datetime.fromisoformat(started[0]) - datetime.fromisoformat(created_at)
+    assert waited.total_seconds() < 10
 
 
 def group_alive(pgid: int) -> bool:
@@ -71,11 +128,18 @@ def test_devrun_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) ->
         assert "Log in as admin / admin" in text
         redis_port = int(re.search(r"Redis: redis://127.0.0.1:(\d+)/0", text)[1])
         assert port_open(redis_port)
+        run_file = tmp_path / "data" / "redis.url"
+        assert run_file.read_text().split() == [
+            f"redis://127.0.0.1:{redis_port}/0",
+            str(run.pid),
+        ]
+        run_the_tour_step(env, tmp_path / "data")
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         assert run.wait(30) == 0, output()
         wait_until(lambda: not group_alive(run.pid), 10, "every process to stop")
         wait_until(lambda: not port_open(redis_port), 10, "the private Redis to stop")
         assert "worker stopped" in output()
+        assert not run_file.exists()
     finally:
         if run.poll() is None or group_alive(run.pid):
             os.killpg(run.pid, signal.SIGKILL)

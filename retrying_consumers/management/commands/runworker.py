@@ -22,10 +22,14 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
-from project.config import ConfigError, check_database, wait_for_redis
-from project.errors import fail
 from retrying_consumers.conf import library_settings
 from retrying_consumers.producer import CHANNEL_NAME
+from retrying_consumers.startup import (
+    StartupError,
+    check_database,
+    fail,
+    wait_for_redis,
+)
 from retrying_consumers.worker import RetryingWorker, WorkerConfig
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -95,7 +99,7 @@ class Command(runworker.Command):
             if redis_url:
                 timeout = getattr(settings, "REDIS_CONNECT_TIMEOUT", 10)
                 wait_for_redis(redis_url, timeout)
-        except ConfigError as err:
+        except StartupError as err:
             fail(str(err))
         layer = self._layer(options["layer"])
         config = WorkerConfig(

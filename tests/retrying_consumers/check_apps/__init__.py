@@ -1,0 +1,1 @@
+"""ASGI applications for the system-check tests (``test_checks.py``)."""
