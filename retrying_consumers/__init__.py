@@ -19,6 +19,7 @@ _EXPORTS = {
     "Decision": "policy",
     "AttemptState": "policy",
     "PROGRAMMING_ERRORS": "policy",
+    "retry_after_hint": "policy",
     "RetryMixin": "mixin",
     "TaskContext": "mixin",
     "enqueue": "producer",

@@ -53,9 +53,10 @@ logger = logging.getLogger("retrying_consumers.django_tasks")
 #: The message type of Django tasks; ``DjangoTaskConsumer.django_task`` runs them.
 DJANGO_TASK_TYPE = "django.task"
 
-#: ``backoff(exception, task_result)``: seconds (or a timedelta) before the next
-#: attempt, or None to give up.
-Backoff = Callable[[BaseException, TaskResult], float | timedelta | None]
+#: ``backoff(exception, task_result[, retry_after])``: seconds (or a timedelta)
+#: before the next attempt, or None to give up. ``retry_after``, if taken, is the
+#: server's Retry-After in seconds, or None.
+Backoff = Callable[..., float | timedelta | None]
 
 OPTIONS = ("MAX_ATTEMPTS", "BACKOFF")
 

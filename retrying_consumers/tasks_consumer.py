@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import math
 import traceback
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from .exceptions import ConfigurationError, RetryLater
 from .mixin import RetryMixin
 from .models import TaskRecord
 from .outcomes import send_signal
-from .policy import Action, Decision, RetryPolicy
+from .policy import Action, Decision, RetryPolicy, retry_after_hint
 from .progress import ProgressReporter, current_reporter, make_progress
 from .tasks_backend import (
     DJANGO_TASK_TYPE,
@@ -130,7 +131,11 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
         this attempt; it returns the seconds (or a timedelta) to wait, or None to
         give up. It runs in the event loop, so it must be quick and not touch
         the database. If it raises or returns something else, that is logged at
-        CRITICAL and the policy decides.
+        CRITICAL and the policy decides. A ``backoff`` that takes a third
+        argument gets the server's ``Retry-After`` as seconds (found on the
+        error by :func:`~retrying_consumers.policy.retry_after_hint`, capped at
+        the policy's ``max_retry_after``), or None when the error carries none
+        or the policy does not ``honour_retry_after``.
         """
         decision = super().decide_retry(task, error, policy)
         attempt = self._attempt
@@ -142,7 +147,24 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
             or attempt.backoff is None
         ):
             return decision
-        return backoff_decision(attempt.backoff(error, failed(attempt.result, error)))
+        result = failed(attempt.result, error)
+        if not takes_retry_after(attempt.backoff):
+            return backoff_decision(attempt.backoff(error, result))
+        hint = None
+        if policy.honour_retry_after:
+            hint = retry_after_hint(error, timezone.now())
+        if hint is not None:
+            hint = min(hint, policy.max_retry_after)
+        return backoff_decision(attempt.backoff(error, result, hint))
+
+
+def takes_retry_after(backoff: Callable[..., Any]) -> bool:
+    """Whether ``backoff`` takes a third argument, the Retry-After seconds."""
+    try:
+        inspect.signature(backoff).bind(None, None, None)
+    except (TypeError, ValueError):  # two arguments, or no signature to read
+        return False
+    return True
 
 
 def backend_for(alias: Any) -> ChannelsBackend:

@@ -131,3 +131,32 @@ def exits() -> None:
 @task
 def huge(size: int) -> str:
     return "x" * size
+
+
+class Throttled(Exception):
+    """A server's refusal that says when to come back, as HTTP clients raise it."""
+
+    def __init__(self, retry_after: str) -> None:
+        super().__init__("429 Too Many Requests")
+        self.headers = {"Retry-After": retry_after}
+
+
+#: The ``retry_after`` that ``hinted_backoff`` was called with.
+retry_after_calls: list[float | None] = []
+
+
+def hinted_backoff(
+    exception: BaseException, task_result: TaskResult, retry_after: float | None
+) -> float:
+    retry_after_calls.append(retry_after)
+    return 2 * retry_after if retry_after is not None else 0.1
+
+
+@task(max_attempts=3, backoff=hinted_backoff)
+def throttled(retry_after: str) -> None:
+    raise Throttled(retry_after)
+
+
+@task(max_attempts=3, backoff=recording_backoff)
+def throttled_two_argument_backoff() -> None:
+    raise Throttled("7")

@@ -15,6 +15,7 @@ from retrying_consumers import (
     InvalidArgument,
     RetryingConsumersError,
     RetryPolicy,
+    retry_after_hint,
 )
 
 #: What docs/api.md promises users can import from the package.
@@ -33,6 +34,7 @@ PUBLIC = [
     "aenqueue_many",
     "enqueue",
     "enqueue_many",
+    "retry_after_hint",
 ]
 
 
@@ -54,6 +56,15 @@ def test_a_policy_is_unit_tested_from_the_package_alone() -> None:
     assert decision.delay is not None and decision.delay >= 20
     last = AttemptState(attempt=3, first_started_at=started, now=started)
     assert policy.decide(ConnectionError(), last).action is Action.GIVE_UP
+
+
+def test_retry_after_hint_reads_a_servers_header_from_the_package() -> None:
+    class Throttled(Exception):
+        headers = {"Retry-After": "Thu, 01 Jan 2026 00:01:00 GMT"}
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_hint(Throttled(), now) == 60.0
+    assert retry_after_hint(ValueError(), now) is None
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

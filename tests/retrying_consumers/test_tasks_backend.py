@@ -376,6 +376,34 @@ async def test_backoff_receives_the_exception_and_the_failed_result(worker) -> N
     assert failed.finished_at is not None
 
 
+async def test_backoff_receives_the_server_retry_after(worker) -> None:
+    defs.retry_after_calls.clear()
+    result = await defs.throttled.aenqueue("30")
+    await run_next(worker)
+    await until(result, lambda r: r.errors, "attempt 1 to fail")
+    assert defs.retry_after_calls == [30.0]
+    stored = await TaskRecord.objects.aget(pk=result.id)
+    assert stored.reason == "backoff() 60 s"
+
+
+async def test_retry_after_is_none_without_a_hint(worker) -> None:
+    defs.retry_after_calls.clear()
+    result = await defs.throttled.aenqueue("soon, maybe")
+    await run_next(worker)
+    await until(result, lambda r: r.errors, "attempt 1 to fail")
+    assert defs.retry_after_calls == [None]
+
+
+async def test_a_two_argument_backoff_still_works_with_a_hint(worker) -> None:
+    result = await defs.throttled_two_argument_backoff.aenqueue()
+    await run_next(worker)
+    await until(result, lambda r: r.errors, "attempt 1 to fail")
+    [(error, _)] = defs.backoff_calls
+    assert isinstance(error, defs.Throttled)
+    stored = await TaskRecord.objects.aget(pk=result.id)
+    assert stored.reason == "backoff() 0.1 s"
+
+
 async def test_backoff_returning_none_gives_up(worker) -> None:
     result = await defs.once.aenqueue()
     await run_next(worker)
