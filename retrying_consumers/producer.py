@@ -128,7 +128,7 @@ def utc_run_after(run_after: Any) -> datetime | None:
         ) from None
 
 
-def _owner_id(user: Any) -> Any:
+def owner_id(user: Any) -> Any:
     """The primary key of the user who owns the task, or None for nobody."""
     from django.contrib.auth.models import AnonymousUser  # needs the app registry
 
@@ -174,7 +174,7 @@ def prepare(
         "type": type,
         "payload": payload,
         "max_attempts": max_attempts,
-        "owner_id": _owner_id(user),
+        "owner_id": owner_id(user),
         "idempotency_key": idempotency_key,
         "ring_timeout": library_settings().ring_timeout,
         "run_after": due if due is not None and due > timezone.now() else None,

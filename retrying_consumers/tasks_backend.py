@@ -86,11 +86,23 @@ class ChannelsTask(Task):
     backend's ``MAX_ATTEMPTS``, else the consumer's policy). ``backoff`` is called
     with the exception and the failed ``TaskResult`` after an attempt that the
     policy would retry; it returns the seconds to wait, or None to give up.
-    Neither can be changed with ``using()``.
+    Neither can be changed with ``using()``. :meth:`owned_by` gives the tasks
+    it enqueues an owner, who may watch them on the page.
     """
 
     max_attempts: int | None = None
     backoff: Backoff | None = None
+    owner_id: Any = None
+
+    def owned_by(self, user: Any) -> ChannelsTask:
+        """A copy whose enqueued tasks belong to ``user``, as ``enqueue(user=)``.
+
+        ``send_welcome.owned_by(request.user).enqueue(user_id=7)``: the owner
+        may watch the task on the page and over the websocket. ``user`` is a
+        saved user, or None or an ``AnonymousUser`` for nobody; anything else
+        raises ``InvalidArgument`` here, and a user deleted since, at enqueue.
+        """
+        return replace(self, owner_id=producer.owner_id(user))
 
 
 class ChannelsBackend(BaseTaskBackend):
@@ -198,7 +210,7 @@ class ChannelsBackend(BaseTaskBackend):
                 payload,
                 max_attempts=getattr(task, "max_attempts", None) or self.max_attempts,
                 run_after=run_after,
-            )
+            ) | {"owner_id": getattr(task, "owner_id", None)}
         except InvalidPayload as err:  # the whole payload is over the limit
             path = "task" + err.path.removeprefix("payload")
             raise InvalidTaskData(path, err.problem) from None
