@@ -224,7 +224,7 @@ def _being_cancelled() -> bool:
 
 
 async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> Any:
-    handler = find_handler(consumer, task.type)
+    handler = find_handler(consumer, consumer.handler_type(task.type))
     if handler is None:
         raise NoHandler(
             f"{type(consumer).__qualname__} has no handler for {task.type!r}"

@@ -58,6 +58,7 @@ class StoreCollector(Collector):
         """Yield every metric family; runs a handful of grouped queries."""
         now = self.now()
         yield from self._tasks()
+        yield self._types()
         yield from self._overdue(now)
         yield self._durations(now)
         yield from self._workers(now)
@@ -91,6 +92,23 @@ class StoreCollector(Collector):
             attempts.add_metric([channel, status], started_attempts or 0)
             retries.add_metric([channel, status], (started_attempts or 0) - started)
         yield from (tasks, attempts, retries)
+
+    def _types(self) -> Metric:
+        # Django tasks have a type per function (django.task.<module path>),
+        # so this singles out one function's backlog and failures.
+        by_type = GaugeMetricFamily(
+            f"{PREFIX}_tasks_by_type",
+            "Stored tasks by type and status.",
+            labels=["type", "status"],
+        )
+        rows = (
+            TaskRecord.objects.values_list("type", "status")
+            .annotate(n=Count("pk"))
+            .order_by("type", "status")
+        )
+        for kind, status, n in rows:
+            by_type.add_metric([kind, status], n)
+        return by_type
 
     def _overdue(self, now: datetime) -> Iterator[Metric]:
         count = GaugeMetricFamily(

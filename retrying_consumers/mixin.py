@@ -101,6 +101,16 @@ class RetryMixin:
             keep = keep.get(message_type)
         return library_settings().store_results if keep is None else keep
 
+    def handler_type(self, message_type: str) -> str:
+        """Called before the handler of a task is looked up: the type whose
+        handler runs tasks of ``message_type``. By default the type itself;
+        :class:`~retrying_consumers.tasks_consumer.DjangoTaskConsumer` runs
+        every ``django.task.<module path>`` with ``django_task``. The handler
+        still gets the task's own type in ``message["type"]``. If it raises,
+        the attempt fails with that error.
+        """
+        return message_type
+
     def get_retry_policy(self, message_type: str) -> RetryPolicy:
         """The policy of ``message_type``: retry_policies, else retry_policy."""
         return self.retry_policies.get(message_type, self.retry_policy)

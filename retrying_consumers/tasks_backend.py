@@ -12,10 +12,10 @@
 
 Each queue is a worker channel, served by
 :class:`~retrying_consumers.tasks_consumer.DjangoTaskConsumer`. An enqueued task
-is a :class:`~retrying_consumers.models.TaskRecord` of type ``django.task`` whose
-payload names the function and holds its arguments, so it has the guarantees,
-the page, the admin and the commands of every other task. Results are read back
-from the record and its attempts.
+is a :class:`~retrying_consumers.models.TaskRecord` of type
+``django.task.<module path>`` whose payload holds its arguments, so it has the
+guarantees, the page, the admin and the commands of every other task. Results
+are read back from the record and its attempts.
 """
 
 from __future__ import annotations
@@ -51,7 +51,22 @@ from .payload import check_nesting, shown, validate_payload
 logger = logging.getLogger("retrying_consumers.django_tasks")
 
 #: The message type of Django tasks; ``DjangoTaskConsumer.django_task`` runs them.
+#: A task is stored as ``django.task.<module path>`` (see :func:`django_task_type`).
 DJANGO_TASK_TYPE = "django.task"
+
+
+def django_task_type(module_path: str) -> str:
+    """The stored type of the task at ``module_path``, which names the function:
+    ``django.task.myapp.tasks.send_welcome``, filtered on like any type. A path
+    that no type can hold (not ASCII, or too long) gives ``django.task``."""
+    kind = f"{DJANGO_TASK_TYPE}.{module_path}"
+    return kind if producer.MESSAGE_TYPE.fullmatch(kind) else DJANGO_TASK_TYPE
+
+
+def is_django_task_type(kind: str) -> bool:
+    """Whether ``kind`` is the type of a Django task (``django.task[.<path>]``)."""
+    return kind == DJANGO_TASK_TYPE or kind.startswith(f"{DJANGO_TASK_TYPE}.")
+
 
 #: ``backoff(exception, task_result[, retry_after])``: seconds (or a timedelta)
 #: before the next attempt, or None to give up. ``retry_after``, if taken, is the
@@ -172,7 +187,7 @@ class ChannelsBackend(BaseTaskBackend):
         except TaskNotFound:
             raise TaskResultDoesNotExist(result_id) from None
         if (
-            record.type != DJANGO_TASK_TYPE
+            not is_django_task_type(record.type)
             or record.payload.get("backend") != self.alias
         ):
             raise TaskResultDoesNotExist(result_id)
@@ -206,7 +221,7 @@ class ChannelsBackend(BaseTaskBackend):
         try:
             return producer.prepare(
                 task.queue_name,
-                DJANGO_TASK_TYPE,
+                django_task_type(task.module_path),
                 payload,
                 max_attempts=getattr(task, "max_attempts", None) or self.max_attempts,
                 run_after=run_after,

@@ -48,6 +48,7 @@ from .tasks_backend import (
     Backoff,
     ChannelsBackend,
     InvalidTaskData,
+    is_django_task_type,
     json_safe,
 )
 
@@ -78,7 +79,7 @@ class _Attempt:
 
 
 class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
-    """Runs one attempt of a Django task per ``django.task`` message.
+    """Runs one attempt of a Django task per ``django.task.<module path>`` message.
 
     ``retry_policy`` is the default policy (five attempts, backoff from 10 s with
     jitter, a 300 s time limit); subclass to change it, and route the queues to
@@ -94,6 +95,20 @@ class DjangoTaskConsumer(RetryMixin, AsyncConsumer):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _announce_finished_for(cls)
+
+    def handler_type(self, message_type: str) -> str:
+        """Every ``django.task.<module path>`` runs with :meth:`django_task`."""
+        if is_django_task_type(message_type):
+            return DJANGO_TASK_TYPE
+        return message_type
+
+    def get_retry_policy(self, message_type: str) -> RetryPolicy:
+        """The policy of the handler that runs ``message_type``."""
+        return super().get_retry_policy(self.handler_type(message_type))
+
+    def stores_result(self, message_type: str) -> bool:
+        """Whether the handler that runs ``message_type`` stores its result."""
+        return super().stores_result(self.handler_type(message_type))
 
     async def django_task(self, message: dict[str, Any]) -> Any:
         """Run the task function of ``message`` and return its JSON value."""
@@ -245,7 +260,7 @@ async def _caught(call: Callable[[], Any]) -> tuple[bool, Any]:
 
 async def _announce_finished(sender: Any, task: TaskRecord, **kwargs: Any) -> None:
     """Send Django's ``task_finished`` once a Django task has ended."""
-    if task.type != DJANGO_TASK_TYPE:
+    if not is_django_task_type(task.type):
         return
     backend = backend_for(task.payload.get("backend"))
     result = await backend.aget_result(str(task.id))

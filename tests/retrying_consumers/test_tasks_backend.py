@@ -175,12 +175,16 @@ def test_enqueue_stores_the_task_and_rings_its_queue(sent: list[Any]) -> None:
     stored = record(result)
     assert (stored.channel, stored.type, stored.status) == (
         QUEUE,
-        "django.task",
+        "django.task.tests.django_tasks_defs.echo",
         "queued",
     )
     assert stored.payload["module_path"] == "tests.django_tasks_defs.echo"
     ring = async_to_sync(next_ring)()
-    assert ring == {"type": "django.task", "task_id": result.id, "attempt": 1}
+    assert ring == {
+        "type": "django.task.tests.django_tasks_defs.echo",
+        "task_id": result.id,
+        "attempt": 1,
+    }
     assert sent == [("enqueued", ChannelsBackend, "READY", result.id)]
     assert default_task_backend.get_result(result.id) == result
     assert defs.echo.get_result(result.id) == result
@@ -251,7 +255,7 @@ async def test_aenqueue_and_aget_result(sent: list[Any]) -> None:
     result = await defs.add.aenqueue(2, b=3)
     assert (result.status, result.args, result.kwargs) == ("READY", [2], {"b": 3})
     assert await next_ring() == {
-        "type": "django.task",
+        "type": "django.task.tests.django_tasks_defs.add",
         "task_id": result.id,
         "attempt": 1,
     }

@@ -3,6 +3,7 @@
 Subcommands::
 
     tasks list     [filters] [--limit N]          tasks, newest first
+                   (--type django.task.* : every Django task)
     tasks show     ID                             one task with every attempt
     tasks retry    ID... | --dead [filters]       retry now / re-drive dead tasks
     tasks cancel   ID... [--reason TEXT]          cancel unfinished tasks
@@ -236,7 +237,11 @@ def _add_filters(parser: CommandParser, *, statuses: bool) -> None:
             "--status", action="append", choices=STATUSES, help="Repeatable."
         )
     parser.add_argument("--channel", action="append", help="Repeatable.")
-    parser.add_argument("--type", action="append", help="Repeatable.")
+    parser.add_argument(
+        "--type",
+        action="append",
+        help="Repeatable. A trailing * matches a prefix: 'django.task.*'.",
+    )
     parser.add_argument(
         "--error", metavar="TEXT", help="Error class or message contains TEXT."
     )
@@ -256,7 +261,7 @@ def _filtered(options: dict[str, Any], statuses: list[str] | None = None) -> Any
     if options["channel"]:
         query = query.filter(channel__in=options["channel"])
     if options["type"]:
-        query = query.filter(type__in=options["type"])
+        query = query.filter(_type_match(options["type"]))
     if options["error"]:
         text = options["error"]
         query = query.filter(
@@ -268,6 +273,15 @@ def _filtered(options: dict[str, Any], statuses: list[str] | None = None) -> Any
     if options["newer_than"] is not None:
         query = query.filter(created_at__gte=now - options["newer_than"])
     return query
+
+
+def _type_match(types: list[str]) -> Q:
+    """Any of ``types``: exact, or a prefix when it ends with ``*``."""
+    match = Q(type__in=[kind for kind in types if not kind.endswith("*")])
+    for kind in types:
+        if kind.endswith("*"):
+            match |= Q(type__startswith=kind[:-1])
+    return match
 
 
 def _get(task_id: str) -> TaskRecord:
