@@ -9,6 +9,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 from channels.testing import ApplicationCommunicator
 from django.core.management import call_command
@@ -16,6 +17,7 @@ from django.tasks import TaskResultStatus, default_task_backend
 from django.test import Client
 from django.urls import reverse
 
+from retrying_consumers import RetryMixin, aenqueue
 from retrying_consumers.metrics import render
 from retrying_consumers.models import Status, TaskRecord
 from retrying_consumers.tasks_backend import django_task_type, is_django_task_type
@@ -159,3 +161,37 @@ async def test_a_task_stored_with_the_plain_type_still_runs(redis_client: Any) -
     )
     done = await run_until_finished(result.id)
     assert (done.status, done.return_value) == (TaskResultStatus.SUCCESSFUL, 5)
+
+
+class ReportConsumer(RetryMixin, AsyncConsumer):
+    """Runs every ``report.<kind>`` with one handler, as DjangoTaskConsumer does."""
+
+    store_results = True
+
+    def handler_type(self, message_type: str) -> str:
+        return "report" if message_type.startswith("report.") else message_type
+
+    async def report(self, message: dict[str, Any]) -> str:
+        return str(message["type"])
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_handler_type_picks_the_handler_of_a_family_of_types(
+    redis_client: Any,
+) -> None:
+    task_id = await aenqueue("reports", "report.sales")
+    comm = ApplicationCommunicator(
+        ReportConsumer.as_asgi(), {"type": "channel", "channel": "reports"}
+    )
+    try:
+        await comm.send_input(await get_channel_layer().receive("reports"))
+        deadline = time.monotonic() + 10
+        while (record := await TaskRecord.objects.aget(pk=task_id)).status not in (
+            Status.SUCCEEDED,
+            Status.DEAD,
+        ):
+            assert time.monotonic() < deadline, record.status
+            await asyncio.sleep(0.02)
+    finally:
+        comm.stop(exceptions=False)
+    assert (record.status, record.result) == (Status.SUCCEEDED, "report.sales")
