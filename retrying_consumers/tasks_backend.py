@@ -233,7 +233,8 @@ class ChannelsBackend(BaseTaskBackend):
             raise InvalidTask(str(err)) from err
 
     def _task_of(self, record: TaskRecord) -> Task:
-        """The Task of a stored record, as it was enqueued (queue, run_after)."""
+        """The Task of a stored record, as it was enqueued (queue, run_after,
+        owner)."""
         path = record.payload["module_path"]
         found = _import_task(path)
         if found is None:
@@ -244,6 +245,8 @@ class ChannelsBackend(BaseTaskBackend):
             "backend": self.alias,
             "run_after": datetime.fromisoformat(run_after) if run_after else None,
         }
+        if isinstance(found, ChannelsTask):
+            changes["owner_id"] = record.owner_id
         if any(getattr(found, name) != value for name, value in changes.items()):
             found = replace(found, **changes)
         return found

@@ -57,6 +57,8 @@ def test_the_owner_sees_their_task_on_the_page_and_others_do_not() -> None:
     alice, bob = make_user("alice"), make_user("bob")
     result = defs.echo.owned_by(alice).enqueue(1)
     assert TaskRecord.objects.get(pk=result.id).owner_id == alice.pk
+    assert defs.echo.get_result(result.id) == result
+    assert result.task.owner_id == alice.pk
     assert page_status(alice, result.id) == 200
     assert page_status(bob, result.id) == 404
 
