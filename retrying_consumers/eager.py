@@ -35,6 +35,10 @@ from .writers import write_turn
 IN_MEMORY_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
+class AttemptNotRun(RuntimeError):
+    """An attempt that eager mode rang could not be claimed (a worker took it)."""
+
+
 def check_not_atomic() -> None:
     """Raise RuntimeError in a transaction, where running attempts would fail.
 
@@ -83,7 +87,7 @@ async def _run_attempts(consumer: Any, task: TaskRecord) -> TaskRecord:
         await run_task(consumer, ring_message(task))
         task = await database_sync_to_async(_due_now)(task.id)
         if task.attempt == attempt and not task.is_final:
-            raise RuntimeError(
+            raise AttemptNotRun(
                 f"attempt {attempt + 1} of task {task.id} was not run: the task "
                 f"is {task.status} (is a worker running it too?)"
             )

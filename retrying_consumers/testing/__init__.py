@@ -22,6 +22,10 @@ _EXPORTS = {
     "Outcome": "performing",
     "perform": "performing",
     "aperform": "performing",
+    "drain": "draining",
+    "adrain": "draining",
+    "DrainTimeout": "draining",
+    "PrivateRedis": "redis",
 }
 
 __all__ = sorted(_EXPORTS)
