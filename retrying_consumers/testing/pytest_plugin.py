@@ -11,6 +11,11 @@ Fixtures:
     :class:`~retrying_consumers.testing.redis.PrivateRedis`), with
     ``CHANNEL_LAYERS`` pointed at it through channels-redis until the session
     ends. Yields the server (``.url``, ``.port``).
+``task_worker``
+    ``task_worker(*channels)`` starts a real ``RetryingWorker`` for
+    ``channels`` in a thread (a :class:`.threaded.ThreadedWorker`), on the
+    test database and the configured layer (use ``private_redis``); it is
+    stopped gracefully after the test.
 ``drain``
     :func:`~retrying_consumers.testing.draining.drain`: run every unfinished
     task to its end at once, or fail naming the tasks left after ``timeout``.
@@ -51,6 +56,23 @@ def private_redis() -> Iterator[PrivateRedis]:
     finally:
         layers.disable()
         server.stop()
+
+
+@pytest.fixture
+def task_worker() -> Iterator[Callable[..., Any]]:
+    """``task_worker(*channels)``: a started worker, stopped after the test."""
+    from .threaded import ThreadedWorker
+
+    started: list[ThreadedWorker] = []
+
+    def start(*channels: str) -> ThreadedWorker:
+        worker = ThreadedWorker(channels).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in reversed(started):
+        worker.stop()
 
 
 @pytest.fixture

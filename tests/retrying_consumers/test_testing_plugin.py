@@ -13,6 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 USER_TESTS = """
+import time
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -33,6 +35,17 @@ def test_drain_runs_what_was_enqueued(private_redis, drain):
     result = defs.flaky.enqueue(1, "v")
     assert drain(timeout=5) == 1
     assert defs.flaky.get_result(result.id).status == TaskResultStatus.SUCCESSFUL
+
+
+@pytest.mark.django_db(transaction=True)
+def test_task_worker_runs_what_was_enqueued(private_redis, task_worker):
+    task_worker("default")
+    result = defs.flaky.enqueue(1, "w")
+    deadline = time.monotonic() + 20
+    while not defs.flaky.get_result(result.id).is_finished:
+        assert time.monotonic() < deadline, "the worker did not finish the task"
+        time.sleep(0.05)
+    assert defs.flaky.get_result(result.id).attempts == 2
 """
 
 
@@ -69,7 +82,7 @@ def test_a_suite_that_opts_in_gets_the_fixtures(tmp_path: Path) -> None:
         timeout=110,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout
 
 
 @pytest.mark.timeout(120)
