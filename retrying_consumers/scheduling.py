@@ -21,6 +21,7 @@ import asyncio
 import logging
 import uuid
 import weakref
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, Protocol
 
@@ -38,6 +39,12 @@ logger = logging.getLogger("retrying_consumers.scheduler")
 #: Rings one look of the scheduler sends to one channel at most, however much
 #: room it has: 100 messages of ``MAX_RINGS_PER_MESSAGE``.
 MAX_RINGS_PER_LOOK = 5_000
+
+#: True where the caller runs retries itself (``retrying_consumers.testing``):
+#: :func:`schedule_ring` then sets no timer.
+rings_scheduled_elsewhere: ContextVar[bool] = ContextVar(
+    "retrying_consumers_rings_scheduled_elsewhere", default=False
+)
 
 # Timers' tasks, kept referenced until they finish.
 _pending: set[asyncio.Task[bool]] = set()
@@ -73,7 +80,7 @@ def serve_due_retries(runner: DueRetryRunner | None) -> None:
 
 def schedule_ring(task: TaskRecord) -> None:
     """Ring ``task`` when its ``due_at`` comes, from this process's event loop."""
-    if task.due_at is None:
+    if task.due_at is None or rings_scheduled_elsewhere.get():
         return
     delay = max(0.0, (task.due_at - timezone.now()).total_seconds())
     loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
@@ -43,6 +44,7 @@ from django.utils.module_loading import import_string
 
 from . import exceptions, producer, store
 from .conf import library_settings
+from .eager import arun_stored, check_not_atomic
 from .exceptions import InvalidArgument, InvalidPayload, TaskNotFound
 from .models import AttemptRecord, Status, TaskRecord
 from .outcomes import send_signal
@@ -73,7 +75,7 @@ def is_django_task_type(kind: str) -> bool:
 #: server's Retry-After in seconds, or None.
 Backoff = Callable[..., float | timedelta | None]
 
-OPTIONS = ("MAX_ATTEMPTS", "BACKOFF")
+OPTIONS = ("MAX_ATTEMPTS", "BACKOFF", "EAGER")
 
 STATUSES = {
     Status.QUEUED: TaskResultStatus.READY,
@@ -126,7 +128,9 @@ class ChannelsBackend(BaseTaskBackend):
     ``QUEUES`` are channel names (each must be routed to ``DjangoTaskConsumer``);
     empty, any channel name is a valid queue name.
     ``OPTIONS``: ``MAX_ATTEMPTS`` (default for tasks that set none) and
-    ``BACKOFF`` (a callable or its dotted path: the default ``backoff``).
+    ``BACKOFF`` (a callable or its dotted path: the default ``backoff``);
+    ``EAGER: True`` runs each task at enqueue, in the caller, for tests (see
+    :meth:`enqueue`).
     Channels has no priorities, so ``priority`` other than 0 is refused.
     """
 
@@ -140,6 +144,7 @@ class ChannelsBackend(BaseTaskBackend):
         _check_queues(alias, params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]))
         super().__init__(alias, params)
         self.max_attempts, self.backoff = _backend_options(alias, self.options)
+        self.eager = _eager_option(alias, self.options)
 
     def validate_task(self, task: Task) -> None:
         """Django's checks (the queue is one of QUEUES), and sane retry options."""
@@ -158,10 +163,18 @@ class ChannelsBackend(BaseTaskBackend):
         """Store the task; its channel is rung when the transaction commits.
 
         The result is the task as stored, READY: a worker may already be running
-        it by the time this returns.
+        it by the time this returns. With ``EAGER``, the task runs here and now
+        through ``DjangoTaskConsumer`` and its policy, retries without their
+        waits (``run_after`` is not waited for either), and the result is its
+        final state; the caller must not be in a transaction.
         """
         self.validate_task(task)
-        record = producer.submit(self._fields(task, args, kwargs))
+        fields = self._fields(task, args, kwargs)
+        if self.eager:
+            check_not_atomic()
+            record = store.create_task(**fields)[0]
+        else:
+            record = producer.submit(fields)
         result = self._result(record, [], task)
         for receiver, response in task_enqueued.send_robust(
             type(self), task_result=result
@@ -170,15 +183,31 @@ class ChannelsBackend(BaseTaskBackend):
                 logger.error(
                     "task_enqueued receiver %r raised", receiver, exc_info=response
                 )
+        if self.eager:
+            async_to_sync(self._arun_eagerly)(record)
+            return self.get_result(result.id)
         return result
 
     async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         """Async twin of :meth:`enqueue` (it rings at once)."""
         self.validate_task(task)
-        record = await producer.asubmit(self._fields(task, args, kwargs))
+        fields = self._fields(task, args, kwargs)
+        if self.eager:
+            await sync_to_async(check_not_atomic)()
+            record = (await database_sync_to_async(store.create_task)(**fields))[0]
+        else:
+            record = await producer.asubmit(fields)
         result = self._result(record, [], task)
         await send_signal(task_enqueued, type(self), task_result=result)
+        if self.eager:
+            await self._arun_eagerly(record)
+            return await self.aget_result(result.id)
         return result
+
+    async def _arun_eagerly(self, record: TaskRecord) -> None:
+        from .tasks_consumer import DjangoTaskConsumer  # it imports this module
+
+        await arun_stored(DjangoTaskConsumer, record)
 
     def get_result(self, result_id: str) -> TaskResult:
         """The task's result as stored now, or ``TaskResultDoesNotExist``."""
@@ -391,6 +420,17 @@ def _check_queues(alias: str, queues: Any) -> None:
             f"{where}: {', '.join(bad)} are not channel names (ASCII "
             "letters, digits, '-', '_' and '.', under 100 characters)."
         )
+
+
+def _eager_option(alias: str, options: Any) -> bool:
+    """``OPTIONS['EAGER']``: True or False (the default)."""
+    eager = options.get("EAGER", False)
+    if not isinstance(eager, bool):
+        raise InvalidTaskBackend(
+            f"TASKS[{alias!r}]['OPTIONS']['EAGER'] must be True or False, "
+            f"got {eager!r}."
+        )
+    return eager
 
 
 def _backend_options(alias: str, options: Any) -> tuple[int | None, Backoff | None]:

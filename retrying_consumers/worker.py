@@ -181,9 +181,7 @@ class RetryingWorker:
             c: asyncio.Semaphore(self._channel_limit(c)) for c in self.channels
         }
         await check_channel_layer(self.channel_layer)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        self.handle_signals(asyncio.get_running_loop())
         await database_sync_to_async(self._register)()
         listeners = [asyncio.create_task(self._listen(c)) for c in self.channels]
         serve_due_retries(self)
@@ -211,6 +209,15 @@ class RetryingWorker:
         await events.flush()  # the last outcomes' events
         await database_sync_to_async(self._unregister)()
         logger.info("worker stopped: worker=%s", worker_id())
+
+    def handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called as the worker starts: SIGTERM and SIGINT stop it gracefully.
+
+        Override to do nothing for a worker in a thread other than the main
+        one, which cannot handle signals; set ``stopping`` to stop it.
+        """
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
         self.signals_seen += 1

