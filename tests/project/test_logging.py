@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from retrying_consumers import notify
 from retrying_consumers.logformat import ExceptLoggers
 from retrying_consumers.tasks_consumer import DjangoTaskConsumer
 from tests import django_tasks_defs as defs
+from tests.waiting import until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,8 +50,22 @@ async def run_to_the_end(worker: ApplicationCommunicator, result: Any) -> TaskRe
         except TimeoutError:
             continue  # a retry's ring comes from the store once it is due
         await worker.send_input(message)
-    await asyncio.sleep(0.2)  # Django's task_finished follows the stored outcome
     return fresh
+
+
+def logged_failure(caplog: Any, task_id: str) -> Callable[[], bool]:
+    """Whether Django has logged the task's failure (its task_finished receiver
+    runs after the stored outcome, and any mail it causes is sent with it)."""
+
+    def check() -> bool:
+        return any(
+            r.name == "django.tasks"
+            and r.levelno == logging.ERROR
+            and task_id in r.getMessage()
+            for r in caplog.records
+        )
+
+    return check
 
 
 async def test_a_failed_task_mails_nobody_without_notify_dead(
@@ -59,6 +74,7 @@ async def test_a_failed_task_mails_nobody_without_notify_dead(
     settings.RETRYING_CONSUMERS = {"NOTIFY_DEAD": False, "SCHEDULER_INTERVAL": 0.1}
 
     result = await run_to_the_end(worker, await defs.doomed.aenqueue())
+    await until(logged_failure(caplog, result.id), what="Django's log", in_loop=True)
 
     assert result.status == "FAILED"
     # Django still logs the failure at ERROR: only the mail is gone.
@@ -72,11 +88,13 @@ async def test_a_failed_task_mails_nobody_without_notify_dead(
 
 
 async def test_notify_dead_mails_one_summary_per_dead_task(
-    settings: Any, worker: ApplicationCommunicator
+    settings: Any, worker: ApplicationCommunicator, caplog: Any
 ) -> None:
     settings.RETRYING_CONSUMERS = {"NOTIFY_DEAD": True, "SCHEDULER_INTERVAL": 0.1}
 
     result = await run_to_the_end(worker, await defs.doomed.aenqueue())
+    await until(lambda: mail.outbox, what="the summary mail", in_loop=True)
+    await until(logged_failure(caplog, result.id), what="Django's log", in_loop=True)
 
     assert [m.subject for m in mail.outbox] == ["[Django] 1 task dead on default"], [
         m.body for m in mail.outbox

@@ -165,11 +165,20 @@ async def test_aperform_runs_in_the_event_loop_and_stores_progress() -> None:
 @pytest.mark.django_db(transaction=True)
 async def test_no_retry_timer_is_left_behind(monkeypatch: Any) -> None:
     timers: list[Any] = []
-    monkeypatch.setattr(scheduling, "_start", lambda *args: timers.append(args))
+    loop = asyncio.get_running_loop()
+    set_timer = loop.call_later
+
+    def call_later(delay: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        if callback is scheduling._start:  # a retry's ring timer
+            timers.append(args)
+        return set_timer(delay, callback, *args, **kw)
+
+    # schedule_ring sets its timer while the failure is announced, inside
+    # aperform: the timers are known once it returns, with nothing to wait for.
+    monkeypatch.setattr(loop, "call_later", call_later)
     Consumer.retry_policy = RetryPolicy(max_attempts=4, wait=wait_fixed(0))
     try:
         outcome = await aperform(Consumer, "job.flaky", {"succeed_at": 3})
-        await asyncio.sleep(0.05)
     finally:
         Consumer.retry_policy = RetryPolicy(max_attempts=4, wait=wait_fixed(3600))
     assert (outcome.attempts, timers) == (3, [])
