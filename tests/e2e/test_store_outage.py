@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from retrying_consumers import enqueue
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord
@@ -124,11 +124,21 @@ def test_a_worker_waits_out_a_database_outage_and_loses_nothing(
         )
         proxy.cut_off()
         # Longer than the attempts (1.5 s) and their leases (2 s): every outcome
-        # is held, and every lease lapses, while the store is away.
+        # is held while the store is away.
         wait_until(
             lambda: worker.output().count("store unavailable") >= 1, 10, "the outage"
         )
-        time.sleep(4)  # the outage itself, not a wait for a condition
+        # Mended once every lease has lapsed (nobody could renew them); the
+        # attempts, shorter than their leases, have ended by then too.
+        wait_until(
+            lambda: (
+                not TaskRecord.objects.filter(
+                    pk__in=ids, lease_expires_at__gt=timezone.now()
+                ).exists()
+            ),
+            20,
+            "every lease to lapse",
+        )
         proxy.mend()
         wait_until(
             lambda: (
