@@ -83,7 +83,12 @@ def is_undecodable(error: BaseException) -> bool:
     if any(frame.name == "deserialize" for frame in frames):
         return True
     # channels-redis looks into the decoded body: a body that is not a dict.
-    return bool(frames) and frames[-1].name == "receive_single"
+    # Only these errors: an assertion of its own there must back off, not spin.
+    return (
+        isinstance(error, TypeError | KeyError | AttributeError)
+        and bool(frames)
+        and frames[-1].name == "receive_single"
+    )
 
 
 async def check_channel_layer(layer: Any) -> None:
