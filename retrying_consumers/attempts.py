@@ -22,7 +22,12 @@ from . import signals, store
 from .batching import GroupCommit, in_database
 from .conf import library_settings, worker_id
 from .events import apublish
-from .exceptions import AttemptInterrupted, AttemptTimedOut, TaskNotFound
+from .exceptions import (
+    AttemptCancelled,
+    AttemptInterrupted,
+    AttemptTimedOut,
+    TaskNotFound,
+)
 from .handlers import find_handler
 from .health import is_outage, store_health
 from .models import TaskRecord
@@ -30,6 +35,7 @@ from .outcomes import send_signal
 from .policy import RetryPolicy
 from .progress import ProgressReporter, current_reporter
 from .recording import NoHandler, record_failure, record_success
+from .revoking import is_revoked, revocable, revoke
 from .sql import ClaimRequest
 
 logger = logging.getLogger("retrying_consumers.consumers")
@@ -46,10 +52,29 @@ class TaskContext:
     max_attempts: int
     payload: dict[str, Any]
 
+    @property
+    def cancelled(self) -> bool:
+        """Whether the task was cancelled while this attempt runs.
+
+        A sync handler, which cannot be stopped from outside, checks it and
+        returns; an async handler is cancelled where it awaits.
+        """
+        return is_revoked(self.id)
+
 
 current_task: ContextVar[TaskContext | None] = ContextVar(
     "retrying_consumers_task", default=None
 )
+
+
+def is_cancelled() -> bool:
+    """Whether the task whose attempt runs here (in this handler, or any
+    function it calls) has been cancelled meanwhile; False outside an attempt.
+
+    For sync code, which cannot be stopped from outside: check it and return.
+    """
+    context = current_task.get()
+    return context is not None and context.cancelled
 
 
 RUNNING_EVENT_DELAY = 0.05
@@ -179,7 +204,9 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
         heartbeat.attempt_over()
         await running_event.settle()
         await reporter.close()
-        if error is None:
+        if isinstance(error, AttemptCancelled):
+            _stopped(task, error)
+        elif error is None:
             await record_success(consumer, task, result)
         else:
             await record_failure(consumer, task, error, policy)
@@ -218,6 +245,19 @@ async def _run_in_context(
         current_reporter.reset(progress_token)
 
 
+def _stopped(task: TaskRecord, error: AttemptCancelled) -> None:
+    """The store already has the outcome (the cancel wrote it): say so only."""
+    logger.info(
+        "attempt stopped: task_id=%s channel=%s type=%s attempt=%s (%s)",
+        task.id,
+        task.channel,
+        task.type,
+        task.attempt,
+        error,
+        extra={"task_id": str(task.id), "outcome": "cancelled"},
+    )
+
+
 def _being_cancelled() -> bool:
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
@@ -239,21 +279,37 @@ async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> 
     limit = policy.time_limit
     if consumer._sync:
         started = time.monotonic()
-        result = await database_sync_to_async(handler)(message)
+        with revocable(str(task.id)) as revocation:
+            result = await database_sync_to_async(handler)(message)
+        if revocation.requested:
+            raise AttemptCancelled(revocation.reason)  # its result is ignored
         if limit is not None and time.monotonic() - started > limit:
             # A thread cannot be stopped; its late result is not trusted.
             raise AttemptTimedOut(f"attempt ran past its time limit of {limit:g} s")
         return result
     timeout = asyncio.timeout(limit)
-    try:
-        async with timeout:
-            return await handler(message)
-    except TimeoutError:
-        if timeout.expired():
-            raise AttemptTimedOut(
-                f"attempt was cancelled at its time limit of {limit:g} s"
-            ) from None
-        raise
+    with revocable(str(task.id), asyncio.current_task()) as revocation:
+        try:
+            async with timeout:
+                result = await handler(message)
+        except TimeoutError:
+            if revocation.settle():
+                raise AttemptCancelled(revocation.reason) from None
+            if timeout.expired():
+                raise AttemptTimedOut(
+                    f"attempt was cancelled at its time limit of {limit:g} s"
+                ) from None
+            raise
+        except asyncio.CancelledError:
+            if revocation.settle() and not _being_cancelled():
+                raise AttemptCancelled(revocation.reason) from None
+            raise
+        except BaseException:
+            revocation.settle()
+            raise
+        if revocation.settle():
+            raise AttemptCancelled(revocation.reason)  # its result is ignored
+        return result
 
 
 class Heartbeat:
@@ -310,12 +366,13 @@ class Heartbeat:
                 store_health.succeeded()
                 if not kept:
                     logger.warning(
-                        "lease lost (task cancelled or taken over): "
-                        "task_id=%s attempt=%s",
+                        "lease lost (task cancelled or taken over), stopping the "
+                        "attempt: task_id=%s attempt=%s",
                         task.id,
                         task.attempt,
                         extra={"task_id": str(task.id)},
                     )
+                    revoke(str(task.id), "the attempt's lease was lost")
                     return
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 return

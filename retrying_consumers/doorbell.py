@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import logging
 import os
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -434,6 +435,11 @@ def _ring_loop() -> asyncio.AbstractEventLoop:
     own): ``async_to_sync`` would make a new loop, and with it a new Redis
     connection pool, for every ring."""
     return _started()[1]
+
+
+def in_ring_loop[T](coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Run ``coroutine`` in this process's ring loop, from any thread."""
+    return asyncio.run_coroutine_threadsafe(coroutine, _ring_loop())
 
 
 def _handoff() -> _Handoff:

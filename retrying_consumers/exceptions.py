@@ -104,3 +104,8 @@ class WorkerLost(RetryingConsumersError):
 
 class AttemptInterrupted(RetryingConsumersError):
     """A worker shutting down ended the attempt before it finished."""
+
+
+class AttemptCancelled(RetryingConsumersError):
+    """The attempt was stopped because its task was cancelled while it ran, or
+    its lease was lost; the store already holds the task's outcome."""

@@ -40,6 +40,7 @@ class Outcome(models.TextChoices):
     TIMED_OUT = "timed_out", "timed out"
     WORKER_LOST = "worker_lost", "worker lost"
     INTERRUPTED = "interrupted", "interrupted"
+    CANCELLED = "cancelled", "cancelled"  # its task was cancelled while it ran
 
 
 class TaskRecord(models.Model):

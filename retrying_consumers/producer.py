@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import checks, store
+from . import checks, revoking, store
 from .conf import library_settings
 from .doorbell import aring, aring_many, ring, ring_many
 from .exceptions import IdempotencyConflict, InvalidArgument
@@ -435,5 +435,12 @@ def retry_now(task_id: uuid.UUID | str) -> TaskRecord:
 
 
 def cancel(task_id: uuid.UUID | str, reason: str = "cancelled") -> TaskRecord:
-    """Cancel an unfinished task; a running attempt's outcome is then ignored."""
-    return store.cancel(task_id, reason=reason)
+    """Cancel an unfinished task. A running attempt is stopped in its worker
+    within moments (an async handler is cancelled; a sync one sees
+    ``self.task.cancelled``); whatever it returns afterwards is ignored."""
+    task, was_running = store.cancel_running(task_id, reason=reason)
+    if was_running:
+        transaction.on_commit(
+            lambda: revoking.announce(str(task.id), reason), robust=True
+        )
+    return task

@@ -473,11 +473,23 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
 def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord:
     """End an unfinished task as cancelled; a finished one is returned unchanged.
 
-    A running attempt is not interrupted, but its outcome will not be recorded.
+    A running attempt is recorded as cancelled and its lease released, in the
+    same transaction; see :func:`cancel_running` for stopping it.
     """
+    return cancel_running(task_id, reason=reason)[0]
+
+
+def cancel_running(
+    task_id: uuid.UUID | str, *, reason: str = "cancelled"
+) -> tuple[TaskRecord, bool]:
+    """:func:`cancel`, and whether an attempt was running when it was cancelled
+    (its worker is then to be told to stop it: :mod:`.revoking`)."""
     now = timezone.now()
-    with write_turn():
-        TaskRecord.objects.filter(pk=_uuid(task_id), status__in=ACTIVE).update(
+    pk = _uuid(task_id)
+    with writing():
+        before = TaskRecord.objects.filter(pk=pk).values_list("status", flat=True)
+        was_running = before.first() == Status.RUNNING
+        changed = TaskRecord.objects.filter(pk=pk, status__in=ACTIVE).update(
             status=Status.CANCELLED,
             reason=reason[:500],
             finished_at=now,
@@ -486,7 +498,11 @@ def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord
             lease_owner="",
             lease_expires_at=None,
         )
-    return get_task(task_id)
+        if changed:
+            AttemptRecord.objects.filter(
+                task_id=pk, outcome=Outcome.RUNNING, finished_at=None
+            ).update(outcome=Outcome.CANCELLED, finished_at=now, error_message=reason)
+    return get_task(task_id), bool(changed) and was_running
 
 
 def due_task_ids(limit: int = 100, channel: str | None = None) -> list[uuid.UUID]:

@@ -38,7 +38,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from . import events
+from . import events, revoking
 from .conf import library_settings, worker_id
 from .doorbell import RINGS_TYPE, aring_again
 from .health import is_outage, store_health
@@ -193,6 +193,8 @@ class RetryingWorker:
                 self._every(self.config.heartbeat_interval, self._beat)
             ),
         ]
+        if hasattr(self.channel_layer, "group_add"):
+            chores.append(asyncio.create_task(revoking.listen(self.channel_layer)))
         logger.info(
             "worker started: worker=%s channels=%s concurrency=%s",
             worker_id(),

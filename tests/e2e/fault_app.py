@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from channels.consumer import AsyncConsumer, SyncConsumer
@@ -36,6 +37,14 @@ class FaultConsumer(RetryMixin, AsyncConsumer):
     async def fault_exit(self, message: dict[str, Any]) -> None:
         raise SystemExit(3)
 
+    async def fault_wait(self, message: dict[str, Any]) -> None:
+        """Wait until cancelled; write when, to the payload's ``marker`` file."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            Path(message["payload"]["marker"]).write_text(repr(time.time()))
+            raise
+
 
 class FewAtOnceConsumer(FaultConsumer):
     worker_concurrency = 4
@@ -50,6 +59,14 @@ class SyncFaultConsumer(RetryMixin, SyncConsumer):
 
     def fault_exit(self, message: dict[str, Any]) -> None:
         raise SystemExit(3)
+
+    def fault_cooperate(self, message: dict[str, Any]) -> str:
+        """Work until the task is cancelled; write when, to ``marker``."""
+        deadline = time.monotonic() + 3600
+        while not self.task.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        Path(message["payload"]["marker"]).write_text(repr(time.time()))
+        return "a result nobody records"
 
 
 class PlainConsumer(AsyncConsumer):

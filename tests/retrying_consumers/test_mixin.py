@@ -335,8 +335,8 @@ async def test_cancelled_while_running_keeps_cancelled(worker) -> None:
     await worker.send_input(ring(task))
     await until(status_is(task, Status.RUNNING))
     await database_sync_to_async(store.cancel)(task.id)
-    # The attempt times out (0.2 s); its late failure closes its attempt record
-    # but must not land on the task.
+    # The cancel closes the attempt record; the attempt's own end (a time-out
+    # at 0.2 s, or its stop) must not land on the task or the record.
     closed = await until(
         lambda: (
             AttemptRecord.objects.filter(task=task, finished_at__isnull=False)
@@ -345,7 +345,7 @@ async def test_cancelled_while_running_keeps_cancelled(worker) -> None:
         ),
         what="the attempt to end",
     )
-    assert closed == "timed_out"
+    assert closed == "cancelled"
     fresh = await database_sync_to_async(store.get_task)(task.id)
     assert fresh.status == Status.CANCELLED
 
@@ -485,7 +485,7 @@ async def test_a_lease_lost_while_running_is_logged_once(settings, caplog) -> No
         SlowWorker.as_asgi(), {"type": "channel", "channel": CHANNEL}
     )
     task = await make_task("job.slow")
-    with caplog.at_level(logging.WARNING, logger="retrying_consumers.consumers"):
+    with caplog.at_level(logging.INFO, logger="retrying_consumers.consumers"):
         await comm.send_input(ring(task))
         await until(status_is(task, Status.RUNNING))
         await database_sync_to_async(store.cancel)(task.id, reason="by hand")
@@ -493,11 +493,14 @@ async def test_a_lease_lost_while_running_is_logged_once(settings, caplog) -> No
         await until(
             lambda: "lease lost" in caplog.text, in_loop=True, what="the warning"
         )
-        # The attempt runs on for more renewal periods, then ends unrecorded.
-        await until(lambda: "not recorded" in caplog.text, in_loop=True, what="the end")
+        # The renewal that finds the lease gone stops the attempt, unrecorded.
+        await until(
+            lambda: "attempt stopped" in caplog.text, in_loop=True, what="the stop"
+        )
     lost = [r for r in caplog.records if r.getMessage().startswith("lease lost")]
     assert len(lost) == 1
     assert lost[0].task_id == str(task.id)
+    assert "not recorded" not in caplog.text
     comm.stop(exceptions=False)
 
 

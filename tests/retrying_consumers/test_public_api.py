@@ -21,6 +21,7 @@ from retrying_consumers import (
 #: What docs/api.md promises users can import from the package.
 PUBLIC = [
     "Action",
+    "AttemptCancelled",
     "AttemptInterrupted",
     "AttemptState",
     "AttemptTimedOut",
@@ -34,6 +35,7 @@ PUBLIC = [
     "aenqueue_many",
     "enqueue",
     "enqueue_many",
+    "is_cancelled",
     "retry_after_hint",
 ]
 

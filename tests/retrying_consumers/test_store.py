@@ -715,10 +715,21 @@ def test_succeed_after_cancel_changes_nothing() -> None:
     assert store.succeed(task.id, 1, worker=WORKER, result={"late": True}) is None
     assert row(task.id) == before
     assert before["status"] == Status.CANCELLED and before["result"] is None
-    # The late outcome closes its attempt record, so none stays "running".
-    [closed] = attempts(task.id)
-    assert closed["outcome"] == "succeeded" and closed["finished_at"] is not None
-    assert records[0]["outcome"] == "running"
+    # The cancel closed the running attempt; the late outcome leaves it so.
+    assert attempts(task.id) == records
+    [closed] = records
+    assert closed["outcome"] == "cancelled" and closed["finished_at"] is not None
+    assert closed["error_message"] == "stop it"
+
+
+def test_cancel_of_a_waiting_task_leaves_its_finished_attempts_alone() -> None:
+    task = running()
+    assert (
+        store.fail(task.id, 1, worker=WORKER, failure=BOOM, decision=RETRY) is not None
+    )
+    before = attempts(task.id)
+    store.cancel(task.id, reason="not now")
+    assert attempts(task.id) == before
 
 
 def test_succeed_twice_records_once() -> None:
@@ -1166,8 +1177,8 @@ def test_succeed_many_records_ours_and_closes_late_attempts() -> None:
     assert row(lost.id)["status"] == Status.CANCELLED
     assert row(lost.id)["result"] is None
     outcomes = dict(AttemptRecord.objects.values_list("task_id", "outcome"))
-    # The late attempt is closed with what it did, but changed nothing else.
-    assert outcomes == {mine.id: "succeeded", lost.id: "succeeded"}
+    # The cancel closed the late attempt; its late outcome changed nothing.
+    assert outcomes == {mine.id: "succeeded", lost.id: "cancelled"}
     assert AttemptRecord.objects.filter(finished_at=None).count() == 0
 
 
@@ -1203,13 +1214,13 @@ def test_fail_many_records_ours_and_closes_late_attempts_without_a_decision() ->
     }
     assert records[mine.id]["decision"] == "retry"
     assert records[mine.id]["next_attempt_at"] == row(mine.id)["due_at"]
-    # The late attempt is closed with what it did, and no decision.
+    # The cancel closed the late attempt; its late failure changed nothing.
     assert records[late.id] == {
         "task_id": late.id,
-        "outcome": Outcome.FAILED,
+        "outcome": Outcome.CANCELLED,
         "decision": "",
         "next_attempt_at": None,
-        "error_class": BOOM.error_class,
+        "error_class": "",
     }
     # The lost worker's record was closed already; a late failure keeps it.
     assert records[lost.id]["outcome"] == Outcome.WORKER_LOST
