@@ -17,6 +17,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
+from django.utils import timezone
 
 from . import signals, store
 from .batching import GroupCommit, in_database
@@ -30,12 +31,14 @@ from .exceptions import (
 )
 from .handlers import find_handler
 from .health import is_outage, store_health
+from .limits import Deferred, claim_limited, is_limited, waiting_ids
 from .models import TaskRecord
 from .outcomes import send_signal
 from .policy import RetryPolicy
 from .progress import ProgressReporter, current_reporter
 from .recording import NoHandler, record_failure, record_success
 from .revoking import is_revoked, revocable, revoke
+from .scheduling import aring_if_due, ring_at
 from .sql import ClaimRequest
 
 logger = logging.getLogger("retrying_consumers.consumers")
@@ -112,14 +115,81 @@ async def run_task(consumer: Any, message: dict[str, Any]) -> None:
     if not 1 <= attempt <= MAX_ATTEMPT_NUMBER:
         _dead_letter("malformed task message", message)
         return
-    policy = consumer.get_retry_policy(str(message.get("type")))
+    type = str(message.get("type"))
+    policy = consumer.get_retry_policy(type)
     channel = consumer.scope.get("channel")
-    task = await _claim(
-        task_id, attempt, policy, message, channel if isinstance(channel, str) else ""
-    )
+    channel = channel if isinstance(channel, str) else ""
+    if is_limited(policy):
+        await _run_limited(consumer, task_id, attempt, type, policy, message, channel)
+        return
+    task = await _claim(task_id, attempt, policy, message, channel)
     if task is None:
         return
     await run_claimed(consumer, task, policy)
+
+
+async def _run_limited(
+    consumer: Any,
+    task_id: Any,
+    attempt: int,
+    type: str,
+    policy: RetryPolicy,
+    message: dict[str, Any],
+    channel: str,
+) -> None:
+    """Claim within the type's cluster-wide limits; run; wake the next waiter."""
+    lib = library_settings()
+    claim = partial(
+        claim_limited,
+        worker=worker_id(),
+        lease_seconds=lib.lease_seconds,
+        ring_timeout=lib.ring_timeout,
+    )
+    try:
+        request = ClaimRequest(
+            store.parse_task_id(task_id), attempt, policy.max_attempts, channel
+        )
+        claimed = await database_sync_to_async(claim)(request, type, policy)
+        while isinstance(claimed, Deferred) and claimed.brief:
+            wait = (claimed.until - timezone.now()).total_seconds()
+            await asyncio.sleep(max(0.0, wait))
+            claimed = await database_sync_to_async(claim)(request, type, policy)
+    except TaskNotFound:
+        _dead_letter("message for unknown task", message)
+        return
+    except Exception as err:
+        _claim_failed(task_id, attempt, err)
+        return
+    store_health.succeeded()
+    if isinstance(claimed, Deferred):
+        logger.debug(
+            "attempt held back by a limit: task_id=%s type=%s (%s) until %s",
+            task_id,
+            type,
+            claimed.why,
+            claimed.until.isoformat(),
+            extra={"task_id": str(task_id)},
+        )
+        if policy.rate_limit is not None and policy.max_running is None:
+            ring_at(claimed.task_id, claimed.until)  # its slot of the rate
+        return
+    if claimed is None:
+        return
+    try:
+        await run_claimed(consumer, claimed, policy)
+    finally:
+        if policy.max_running is not None:
+            await _awake_next(claimed.channel, type)
+
+
+async def _awake_next(channel: str, type: str) -> None:
+    """An attempt of a type limited in how many run has ended: ring the next."""
+    try:
+        ids = await database_sync_to_async(waiting_ids)(channel, type, 1)
+        for task_id in ids:
+            await aring_if_due(task_id)
+    except Exception as err:  # the scheduler rings it RING_TIMEOUT later
+        logger.warning("could not ring the next %s task: %r", type, err)
 
 
 async def _claim(
@@ -139,17 +209,7 @@ async def _claim(
         _dead_letter("message for unknown task", message)
         return None
     except Exception as err:
-        if not is_outage(err):
-            logger.critical(
-                "could not claim: task_id=%s attempt=%s",
-                task_id,
-                attempt,
-                exc_info=True,
-                extra={"task_id": str(task_id)},
-            )
-        else:
-            # The task stays queued; the scheduler rings it again.
-            store_health.failed("claim", err)
+        _claim_failed(task_id, attempt, err)
         return None
     store_health.succeeded()
     if task is None:
@@ -160,6 +220,20 @@ async def _claim(
             extra={"task_id": str(task_id)},
         )
     return task
+
+
+def _claim_failed(task_id: Any, attempt: int, err: Exception) -> None:
+    if not is_outage(err):
+        logger.critical(
+            "could not claim: task_id=%s attempt=%s",
+            task_id,
+            attempt,
+            exc_info=(type(err), err, err.__traceback__),
+            extra={"task_id": str(task_id)},
+        )
+    else:
+        # The task stays queued; the scheduler rings it again.
+        store_health.failed("claim", err)
 
 
 def _dead_letter(what: str, message: dict[str, Any]) -> None:

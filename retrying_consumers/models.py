@@ -234,3 +234,24 @@ class WorkerRecord(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+class TaskLimiter(models.Model):
+    """The shared state of one message type's limits (see :mod:`.limits`).
+
+    One row per channel and type with a ``max_running`` or ``rate_limit``: its
+    row lock orders the claims of that type across every worker. ``starts``
+    holds the rate limit's last N start times (epoch seconds), and
+    ``reserved_until`` the end of the slots handed to tasks waiting for it.
+    """
+
+    key = models.CharField(primary_key=True, max_length=320)  # channel:type
+    starts = models.JSONField(default=list)
+    reserved_until = models.DateTimeField()
+    touched_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key

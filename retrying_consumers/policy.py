@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -135,6 +136,35 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*")
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"10/s"`` -> (10, 1.0): starts allowed per period of seconds.
+
+    Raises ``ValueError`` for anything else.
+    """
+    found = _rate_or_none(text)
+    if found is None:
+        raise ValueError(f'a rate is "N/s", "N/m", "N/h" or "N/10s", not {text!r}')
+    return found
+
+
+def _rate_or_none(text: object) -> tuple[int, float] | None:
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        return None
+    count, multiple, unit = match.groups()
+    try:
+        period = (float(multiple) if multiple else 1.0) * _UNIT_SECONDS[unit]
+    except ValueError:
+        return None
+    if int(count) < 1 or not 0 < period < math.inf:
+        return None
+    return int(count), period
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -166,6 +196,16 @@ _CHECKS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
         "must be None or finite seconds > 0",
         lambda v: v is None or (_is_number(v) and 0 < v < math.inf),
     ),
+    (
+        "max_running",
+        "must be None or an int >= 1",
+        lambda v: v is None or (type(v) is int and v >= 1),
+    ),
+    (
+        "rate_limit",
+        'must be None or "N/s", "N/m", "N/h" (or "N/10s"...), N >= 1',
+        lambda v: v is None or _rate_or_none(v) is not None,
+    ),
     ("honour_retry_after", "must be a bool", lambda v: isinstance(v, bool)),
     ("max_retry_after", "must be seconds >= 0", lambda v: _is_number(v) and v >= 0),
 )
@@ -195,6 +235,11 @@ class RetryPolicy:
 
     ``max_attempts`` counts executions, the first one included. ``time_limit`` is
     the seconds allowed per attempt; it is enforced by the worker.
+
+    ``max_running`` and ``rate_limit`` ("10/s", "100/m", "5/10s") limit the
+    attempts of one message type on one channel across every worker: at most
+    that many at once, at most that many starts per period. A task over the
+    limit waits in the store, holding no worker slot (see :mod:`.limits`).
     """
 
     max_attempts: int = 5
@@ -204,6 +249,8 @@ class RetryPolicy:
     give_up_on: tuple[type[BaseException], ...] = ()
     discard_on: tuple[type[BaseException], ...] = ()
     time_limit: float | None = 300.0
+    max_running: int | None = None
+    rate_limit: str | None = None
     honour_retry_after: bool = True
     max_retry_after: float = 3600.0
 

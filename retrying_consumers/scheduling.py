@@ -22,6 +22,7 @@ import logging
 import uuid
 import weakref
 from contextvars import ContextVar
+from datetime import datetime
 from functools import partial
 from typing import Any, Protocol
 
@@ -110,6 +111,14 @@ async def _when_due(task_id: uuid.UUID, channel: str, ring: dict[str, Any]) -> b
         except Exception:
             logger.exception("could not run due task_id=%s here; ringing it", task_id)
     return await aring_if_due(task_id)
+
+
+def ring_at(task_id: uuid.UUID, when: datetime) -> None:
+    """Take the ring of ``task_id`` and send it at ``when`` (if it is due then),
+    from this process's event loop; the scheduler's look is the safety net."""
+    delay = max(0.0, (when - timezone.now()).total_seconds())
+    loop = asyncio.get_running_loop()
+    loop.call_later(delay, lambda: _keep(loop.create_task(aring_if_due(task_id))))
 
 
 def ring_soon(task_id: uuid.UUID) -> None:

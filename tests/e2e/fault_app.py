@@ -22,6 +22,8 @@ class FaultConsumer(RetryMixin, AsyncConsumer):
     retry_policy = RetryPolicy(max_attempts=5, wait=wait_fixed(0.2))
     retry_policies = {
         "fault.hang": RetryPolicy(max_attempts=2, wait=wait_fixed(0.1), time_limit=1),
+        "fault.limited": RetryPolicy(max_attempts=2, max_running=5),
+        "fault.paced": RetryPolicy(max_attempts=2, rate_limit="5/s"),
     }
 
     async def fault_sleep(self, message: dict[str, Any]) -> str:
@@ -36,6 +38,13 @@ class FaultConsumer(RetryMixin, AsyncConsumer):
 
     async def fault_exit(self, message: dict[str, Any]) -> None:
         raise SystemExit(3)
+
+    async def fault_limited(self, message: dict[str, Any]) -> str:
+        await asyncio.sleep(message["payload"].get("seconds", 0.1))
+        return worker_id()
+
+    async def fault_paced(self, message: dict[str, Any]) -> str:
+        return worker_id()
 
     async def fault_wait(self, message: dict[str, Any]) -> None:
         """Wait until cancelled; write when, to the payload's ``marker`` file."""
