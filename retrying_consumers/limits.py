@@ -180,3 +180,47 @@ def waiting_ids(channel: str, type: str, count: int) -> list[uuid.UUID]:
                 pk__in=ids, status=Status.QUEUED, due_at__gt=now
             ).update(due_at=now, updated_at=now)
     return ids
+
+
+@dataclass(frozen=True, slots=True)
+class LimitInfo:
+    """A limit a routed consumer declares, and where its type stands now."""
+
+    channel: str
+    type: str  # "*": the consumer's default policy, each type on its own
+    max_running: int | None
+    rate_limit: str | None
+    running: int
+    waiting: int
+
+
+def declared_limits() -> list[LimitInfo]:
+    """The limits of the consumers the ASGI application routes, by channel."""
+    from .checks import channel_routes, consumer_class, load_application
+
+    application, _ = load_application()
+    found = []
+    for channel, app in sorted(channel_routes(application).items()):
+        consumer = consumer_class(app)
+        policies = dict(getattr(consumer, "retry_policies", None) or {})
+        default = getattr(consumer, "retry_policy", None)
+        if isinstance(default, RetryPolicy):
+            policies.setdefault("*", default)
+        for type, policy in sorted(policies.items()):
+            if isinstance(policy, RetryPolicy) and is_limited(policy):
+                found.append(_info(channel, type, policy))
+    return found
+
+
+def _info(channel: str, type: str, policy: RetryPolicy) -> LimitInfo:
+    tasks = TaskRecord.objects.filter(channel=channel)
+    if type != "*":
+        tasks = tasks.filter(type=type)
+    return LimitInfo(
+        channel,
+        type,
+        policy.max_running,
+        policy.rate_limit,
+        tasks.filter(status=Status.RUNNING).count(),
+        tasks.filter(status__in=WAITING).count(),
+    )

@@ -354,3 +354,30 @@ def test_table_aligns_numbers_right() -> None:
         "a       5",
         "bbb   123",
     ]
+
+
+def test_limits_lists_each_declared_limit_with_running_and_waiting(
+    settings: Any,
+) -> None:
+    settings.ASGI_APPLICATION = "tests.e2e.fault_app.application"
+    make("running", channel="fault-a", type="fault.limited")
+    make("queued", channel="fault-a", type="fault.limited")
+    make("queued", channel="fault-a", type="fault.limited")
+    make("running", channel="fault-a", type="fault.sleep")
+    found = {(row["channel"], row["type"]): row for row in tasks_json("limits")}
+    assert found[("fault-a", "fault.limited")] == {
+        "channel": "fault-a",
+        "type": "fault.limited",
+        "max_running": 5,
+        "rate_limit": None,
+        "running": 1,
+        "waiting": 2,
+    }
+    assert found[("fault-a", "fault.paced")]["rate_limit"] == "5/s"
+    assert ("fault-a", "fault.sleep") not in found, "no limit declared"
+    text = tasks("limits")
+    assert "fault.limited" in text and "5/s" in text
+
+
+def test_limits_when_no_consumer_declares_one(settings: Any) -> None:
+    assert tasks("limits").strip() == "no consumer declares a limit"

@@ -10,6 +10,7 @@ Subcommands::
     tasks purge    --status S --older-than AGE    delete old finished records
     tasks backlog                                 tasks per channel and status
     tasks workers                                 registered worker processes
+    tasks limits                                  limits per type, running, waiting
 
 Every subcommand prints a table, or JSON with ``--json``. Bad arguments and
 unknown ids end with a message on standard error and a non-zero exit status.
@@ -17,6 +18,7 @@ unknown ids end with a message on standard error and a non-zero exit status.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -24,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
-from retrying_consumers import producer, reports, retention, store
+from retrying_consumers import limits, producer, reports, retention, store
 from retrying_consumers.exceptions import TaskNotFound
 from retrying_consumers.management.describe import (
     attempt_data,
@@ -83,6 +85,9 @@ class Command(BaseCommand):
         purge.add_argument("--dry-run", action="store_true")
         purge.add_argument("--batch-size", type=positive_int, default=500)
         sub.add_parser("backlog", help="Tasks per channel and status.")
+        sub.add_parser(
+            "limits", help="Declared limits per message type, running and waiting."
+        )
         workers = sub.add_parser("workers", help="Registered worker processes.")
         workers.add_argument("--live", action="store_true", help="Only live ones.")
         for subparser in sub.choices.values():
@@ -170,6 +175,26 @@ class Command(BaseCommand):
         self.emit(
             {"dry_run": options["dry_run"], "deleted": counts},
             table(["status", "older than", verb], rows),
+        )
+
+    def do_limits(self, options: dict[str, Any]) -> None:
+        """``tasks limits``: max_running and rate_limit of the routed consumers."""
+        found = limits.declared_limits()
+        rows = [
+            [
+                info.channel,
+                info.type,
+                "-" if info.max_running is None else info.max_running,
+                info.rate_limit or "-",
+                info.running,
+                info.waiting,
+            ]
+            for info in found
+        ]
+        headers = ["channel", "type", "max running", "rate", "running", "waiting"]
+        self.emit(
+            [dataclasses.asdict(info) for info in found],
+            table(headers, rows) if found else "no consumer declares a limit",
         )
 
     def do_backlog(self, options: dict[str, Any]) -> None:
