@@ -206,6 +206,11 @@ _CHECKS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
         'must be None or "N/s", "N/m", "N/h" (or "N/10s"...), N >= 1',
         lambda v: v is None or _rate_or_none(v) is not None,
     ),
+    (
+        "result_expires",
+        "must be None or finite seconds > 0",
+        lambda v: v is None or (_is_number(v) and 0 < v < math.inf),
+    ),
     ("honour_retry_after", "must be a bool", lambda v: isinstance(v, bool)),
     ("max_retry_after", "must be seconds >= 0", lambda v: _is_number(v) and v >= 0),
 )
@@ -251,6 +256,7 @@ class RetryPolicy:
     time_limit: float | None = 300.0
     max_running: int | None = None
     rate_limit: str | None = None
+    result_expires: float | None = None
     honour_retry_after: bool = True
     max_retry_after: float = 3600.0
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db.models import Q
 from django.utils import timezone
 
 from .conf import LibrarySettings, library_settings
@@ -50,12 +52,14 @@ def purge(
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
     max_batches: int | None = None,
+    only: Q | None = None,
 ) -> int:
     """Delete ``status`` tasks finished more than ``older_than`` ago; return how many.
 
     ``status`` must be a final one (succeeded, dead or cancelled); ``older_than``
     is a ``timedelta`` or seconds. With ``max_batches``, stop after that many
-    batches (the rest is left for the next call).
+    batches (the rest is left for the next call); with ``only``, delete only
+    the tasks that match it too.
     """
     if status not in FINISHED:
         raise ValueError(
@@ -69,7 +73,7 @@ def purge(
     cutoff = (now or timezone.now()) - timedelta(seconds=age)
     deleted = batches = 0
     while max_batches is None or batches < max_batches:
-        count = _purge_batch(status, cutoff, batch_size)
+        count = _purge_batch(status, cutoff, batch_size, only or Q())
         deleted += count
         batches += 1
         if count < batch_size:
@@ -85,13 +89,13 @@ def count_purgeable(
     return int(TaskRecord.objects.filter(status=status, finished_at__lt=cutoff).count())
 
 
-def _purge_batch(status: str, cutoff: datetime, batch_size: int) -> int:
+def _purge_batch(status: str, cutoff: datetime, batch_size: int, only: Q) -> int:
     with writing():
         # On PostgreSQL the rows stay locked until commit, so a concurrent
         # retry_now waits and then finds the task gone instead of losing it to
         # the purge. SQLite's IMMEDIATE transactions hold the write lock anyway.
         ids = list(
-            TaskRecord.objects.filter(status=status, finished_at__lt=cutoff)
+            TaskRecord.objects.filter(only, status=status, finished_at__lt=cutoff)
             .order_by("finished_at")
             .select_for_update(skip_locked=True, of=("self",))
             .values_list("pk", flat=True)[:batch_size]
@@ -130,15 +134,70 @@ def forget_silent_workers(now: datetime | None = None) -> int:
     return int(deleted)
 
 
-def purge_expired(now: datetime | None = None) -> dict[str, int]:
+@dataclass(frozen=True)
+class ResultExpiry:
+    """Succeeded tasks of ``types`` on ``channel`` (all types but ``except_types``
+    when ``types`` is empty) are deleted ``seconds`` after they finished."""
+
+    channel: str
+    seconds: float
+    types: tuple[str, ...] = ()
+    except_types: tuple[str, ...] = ()
+
+    def matching(self) -> Q:
+        found = Q(channel=self.channel)
+        if self.types:
+            return found & Q(type__in=self.types)
+        return found & ~Q(type__in=self.except_types)
+
+
+def result_expiries(channel: str, consumer: Any) -> list[ResultExpiry]:
+    """The ``result_expires`` of a consumer's policies, for its ``channel``."""
+    from .policy import RetryPolicy
+
+    policies = dict(getattr(consumer, "retry_policies", None) or {})
+    found = [
+        ResultExpiry(channel, policy.result_expires, types=(type,))
+        for type, policy in sorted(policies.items())
+        if isinstance(policy, RetryPolicy) and policy.result_expires is not None
+    ]
+    default = getattr(consumer, "retry_policy", None)
+    if isinstance(default, RetryPolicy) and default.result_expires is not None:
+        found.append(
+            ResultExpiry(channel, default.result_expires, except_types=tuple(policies))
+        )
+    return found
+
+
+def purge_expired(
+    now: datetime | None = None, expiries: Sequence[ResultExpiry] = ()
+) -> dict[str, int]:
     """Purge by the retention settings once; return status -> tasks deleted.
 
-    Also forgets long-silent workers (counted under ``"workers"``).
+    Also deletes succeeded tasks by ``expiries`` (counted under
+    ``"expired_results"``) and forgets long-silent workers (``"workers"``).
     """
     deleted: dict[str, int] = {}
     workers = forget_silent_workers(now)
     if workers:
         deleted["workers"] = workers
+    expired = sum(
+        purge(
+            str(Status.SUCCEEDED),
+            expiry.seconds,
+            now=now,
+            max_batches=MAX_AUTO_BATCHES,
+            only=expiry.matching(),
+        )
+        for expiry in expiries
+    )
+    if expired:
+        deleted["expired_results"] = expired
+        logger.info(
+            "purged succeeded tasks by their type's result_expires: count=%s",
+            expired,
+            extra={"count": expired},
+        )
     for status, age in retention_ages(library_settings()).items():
         count = purge(status, age, now=now, max_batches=MAX_AUTO_BATCHES)
         if count:
@@ -165,18 +224,21 @@ class PurgeSchedule:
         """Whether the interval has passed since the last run (or none ran yet)."""
         return self.last_run is None or self.clock() - self.last_run >= self.interval
 
-    async def arun(self) -> dict[str, int]:
+    async def arun(self, expiries: Sequence[ResultExpiry] = ()) -> dict[str, int]:
         """Purge if due; return what was deleted."""
         if not self.due():
             return {}
         self.last_run = self.clock()
-        result: dict[str, int] = await database_sync_to_async(purge_expired)()
+        result: dict[str, int] = await database_sync_to_async(purge_expired)(
+            None, expiries
+        )
         return result
 
 
 _schedule = PurgeSchedule()
 
 
-async def apurge_expired() -> dict[str, int]:
-    """Called by every worker's scheduler loop: purge when this process is due."""
-    return await _schedule.arun()
+async def apurge_expired(expiries: Sequence[ResultExpiry] = ()) -> dict[str, int]:
+    """Called by every worker's scheduler loop: purge when this process is due
+    (``expiries``: the result expiries of the channels it serves)."""
+    return await _schedule.arun(expiries)

@@ -45,7 +45,7 @@ from .health import is_outage, store_health
 from .intake import check_channel_layer, is_undecodable, poison, refusal, usable_rings
 from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
-from .retention import apurge_expired
+from .retention import ResultExpiry, apurge_expired, result_expiries
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
 from .writers import write_turn
 
@@ -504,7 +504,8 @@ class RetryingWorker:
             await arecover_lost(self._consumer_for)
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)
-        await apurge_expired()  # rate-limited in retention: once a minute
+        # Rate-limited in retention: once a minute.
+        await apurge_expired(self._result_expiries())
 
     def _retrying_channels(self) -> list[str]:
         """This process's channels whose consumer is a RetryMixin one."""
@@ -514,6 +515,17 @@ class RetryingWorker:
             for channel in self.channels
             if hasattr(
                 getattr(routes.get(channel), "consumer_class", None), "decide_retry"
+            )
+        ]
+
+    def _result_expiries(self) -> list[ResultExpiry]:
+        """The ``result_expires`` of the consumers of this process's channels."""
+        routes = self.routes or {}
+        return [
+            expiry
+            for channel in self.channels
+            for expiry in result_expiries(
+                channel, getattr(routes.get(channel), "consumer_class", None)
             )
         ]
 

@@ -11,13 +11,18 @@ from typing import Any
 import pytest
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
+from channels.routing import ChannelNameRouter
 from channels.testing import ApplicationCommunicator
 from django.db import connection, transaction
 from django.utils import timezone
 
-from retrying_consumers import RetryMixin, retention, store
+from retrying_consumers import RetryMixin, RetryPolicy, retention, store
 from retrying_consumers.conf import library_settings
-from retrying_consumers.exceptions import ConfigurationError, TaskNotFound
+from retrying_consumers.exceptions import (
+    ConfigurationError,
+    InvalidPolicy,
+    TaskNotFound,
+)
 from retrying_consumers.models import AttemptRecord, Status, TaskRecord, WorkerRecord
 from retrying_consumers.worker import RetryingWorker
 from tests.retrying_consumers.ops_factories import make, worker
@@ -320,3 +325,57 @@ def test_store_results_is_validated_when_the_class_is_defined(value, words) -> N
 
             async def report_build(self, message: dict[str, Any]) -> None:
                 pass
+
+
+class ExpiringConsumer(RetryMixin, AsyncConsumer):
+    retry_policy = RetryPolicy(result_expires=WEEK.total_seconds())
+    retry_policies = {
+        "job.brief": RetryPolicy(result_expires=60.0),
+        "job.kept": RetryPolicy(),
+    }
+
+    async def job_brief(self, message: dict[str, Any]) -> None:
+        pass
+
+    async def job_kept(self, message: dict[str, Any]) -> None:
+        pass
+
+
+@pytest.mark.django_db
+def test_result_expires_per_type_beside_the_global_settings(settings) -> None:
+    settings.RETRYING_CONSUMERS = {}
+    minute_old = {"finished_ago": timedelta(minutes=2)}
+    brief = make(Status.SUCCEEDED, channel="c", type="job.brief", **minute_old)
+    fresh_brief = make(Status.SUCCEEDED, channel="c", type="job.brief")
+    brief_dead = make(Status.DEAD, channel="c", type="job.brief", **minute_old)
+    kept = make(Status.SUCCEEDED, channel="c", type="job.kept", finished_ago=WEEK * 2)
+    other = make(Status.SUCCEEDED, channel="c", type="job.other", finished_ago=WEEK * 2)
+    young_other = make(Status.SUCCEEDED, channel="c", type="job.other", **minute_old)
+    elsewhere = make(Status.SUCCEEDED, channel="d", type="job.brief", **minute_old)
+    expiries = retention.result_expiries("c", ExpiringConsumer)
+
+    assert retention.purge_expired(expiries=expiries) == {"expired_results": 2}
+    gone = {str(brief.id), str(other.id)}
+    assert not gone & remaining()
+    for task in (fresh_brief, brief_dead, kept, young_other, elsewhere):
+        assert str(task.id) in remaining()
+
+
+def test_result_expires_is_validated() -> None:
+    with pytest.raises(InvalidPolicy, match="result_expires"):
+        RetryPolicy(result_expires=0)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_worker_purges_by_its_consumers_result_expires(settings) -> None:
+    settings.RETRYING_CONSUMERS = {}
+    old = await database_sync_to_async(make)(
+        Status.SUCCEEDED, channel="c", type="job.brief", finished_ago=DAY
+    )
+    app = ExpiringConsumer.as_asgi()
+    router = ChannelNameRouter({"c": app})
+    worker = RetryingWorker(application=router, channels=["c"], channel_layer=None)
+
+    await worker._schedule()
+
+    assert not await TaskRecord.objects.filter(pk=old.pk).aexists()
