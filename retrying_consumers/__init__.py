@@ -26,6 +26,8 @@ _EXPORTS = {
     "aenqueue": "producer",
     "enqueue_many": "producer",
     "aenqueue_many": "producer",
+    "enqueue_group": "producer",
+    "aenqueue_group": "producer",
     "retry_now": "producer",
     "cancel": "producer",
     "report_progress": "progress",

@@ -19,9 +19,10 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from django.utils import timezone
 
-from . import signals, store
+from . import followups, signals, store
 from .batching import GroupCommit, in_database
 from .conf import library_settings, worker_id
+from .doorbell import aring_many
 from .events import apublish
 from .exceptions import (
     AttemptCancelled,
@@ -287,6 +288,8 @@ async def run_claimed(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> N
     finally:
         heartbeat.cancel()
         running_event.timer.cancel()
+    if task.followups or task.group_id is not None:
+        await _follow_up(task)
     if isinstance(error, StopConsumer):
         raise error  # recorded; the consumer instance stops as its handler asked
 
@@ -317,6 +320,18 @@ async def _run_in_context(
     finally:
         current_task.reset(task_token)
         current_reporter.reset(progress_token)
+
+
+async def _follow_up(task: TaskRecord) -> None:
+    """Enqueue and ring what this outcome completes (the scheduler's sweep
+    does it later if this fails)."""
+    try:
+        made = await followups.afire_after(task, library_settings().ring_timeout)
+        await aring_many(made)
+    except Exception as err:
+        logger.warning(
+            "follow-ups of task_id=%s left to the scheduler: %r", task.id, err
+        )
 
 
 def _stopped(task: TaskRecord, error: AttemptCancelled) -> None:

@@ -91,6 +91,13 @@ class TaskRecord(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Follow-up tasks (see followups.py): the task whose success, or whose
+    # group's end, enqueued this one; the tasks to enqueue when this one
+    # succeeds, and whether they have been; the group this task belongs to.
+    parent_id = models.UUIDField(null=True, blank=True)
+    followups = models.JSONField(null=True, blank=True)
+    followed_up = models.BooleanField(default=False)
+    group_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -123,6 +130,23 @@ class TaskRecord(models.Model):
                 fields=["status", "finished_at"],
                 name="rc_task_finished",
                 condition=Q(finished_at__isnull=False),
+            ),
+            # Follow-ups: children of a task, members of a group, and the
+            # succeeded tasks whose follow-ups are still to be enqueued.
+            models.Index(
+                fields=["parent_id"],
+                name="rc_task_parent",
+                condition=Q(parent_id__isnull=False),
+            ),
+            models.Index(
+                fields=["group_id", "status"],
+                name="rc_task_group",
+                condition=Q(group_id__isnull=False),
+            ),
+            models.Index(
+                fields=["finished_at"],
+                name="rc_task_followups_due",
+                condition=Q(followups__isnull=False, followed_up=False),
             ),
         ]
         constraints = [
@@ -255,3 +279,28 @@ class TaskLimiter(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class TaskGroup(models.Model):
+    """Tasks enqueued together, and the task to enqueue once all have ended."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    members = models.JSONField(default=list)  # task ids, in the caller's order
+    then = models.JSONField()  # the follow-up: channel, type, payload
+    owner_id = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    fired_at = models.DateTimeField(null=True, blank=True)
+    callback_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="rc_group_pending",
+                condition=Q(fired_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"group {self.id} ({len(self.members)} tasks)"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import builtins
 import re
 import uuid
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -21,12 +21,13 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from . import checks, revoking, store
+from . import checks, followups, revoking, sql, store
 from .conf import library_settings
 from .doorbell import aring, aring_many, ring, ring_many
 from .exceptions import IdempotencyConflict, InvalidArgument
-from .models import Status, TaskRecord
+from .models import Status, TaskGroup, TaskRecord
 from .payload import shown, text_problem, validate_payload
+from .writers import writing
 
 CHANNEL_NAME = re.compile(r"[a-zA-Z0-9\-_.]{1,99}")
 MESSAGE_TYPE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.]{0,199}")
@@ -156,6 +157,7 @@ def prepare(
     user: Any = None,
     idempotency_key: str | None = None,
     run_after: datetime | None = None,
+    then: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The checked arguments of :func:`submit`; raises on bad input, stores nothing.
 
@@ -169,7 +171,14 @@ def prepare(
     validate_max_attempts(max_attempts)
     validate_idempotency_key(idempotency_key)
     due = utc_run_after(run_after)
+    if then is not None and not isinstance(then, list | tuple):
+        raise InvalidArgument("then", "must be a list of follow-up tasks")
+    specs = [
+        followups.spec(value, f"then[{n}]", followups.PARENT_KEYS, _check_followup)
+        for n, value in enumerate(then or ())
+    ]
     return {
+        "followups": specs or None,
         "channel": channel,
         "type": type,
         "payload": payload,
@@ -179,6 +188,12 @@ def prepare(
         "ring_timeout": library_settings().ring_timeout,
         "run_after": due if due is not None and due > timezone.now() else None,
     }
+
+
+def _check_followup(channel: Any, type: Any, payload: dict[str, Any]) -> None:
+    validate_address(channel, type)
+    check_route(channel)
+    validate_payload(payload, max_bytes=library_settings().max_payload_bytes)
 
 
 def _check_owner(owner_id: Any) -> None:
@@ -264,6 +279,7 @@ def enqueue(
     user: Any = None,
     idempotency_key: str | None = None,
     run_after: datetime | None = None,
+    then: Sequence[Any] | None = None,
 ) -> uuid.UUID:
     """Store a task and ring ``channel`` once the transaction commits.
 
@@ -279,9 +295,12 @@ def enqueue(
     ``IdempotencyConflict``; after it is dead or cancelled, a new task is
     made. ``run_after`` (an aware datetime) defers the first attempt: the task
     waits in the store, ringing nothing, until the workers' scheduler finds it
-    due. A ``channel`` that the ASGI application's channel router does not
-    route is refused (see :func:`check_route`). Raises ``InvalidPayload``
-    (naming the offending part of the payload) or ``InvalidArgument`` (naming
+    due. ``then`` names follow-up tasks, ``(channel, type, payload)`` each,
+    to enqueue once this one succeeds, with ``parent_id`` and
+    ``parent_result`` added to their payloads (see :mod:`.followups`). A
+    ``channel`` that the ASGI application's channel router does not route is
+    refused (see :func:`check_route`). Raises ``InvalidPayload`` (naming the
+    offending part of the payload) or ``InvalidArgument`` (naming
     the argument), both ``ValueError``; nothing is stored then.
     """
     fields = prepare(
@@ -292,6 +311,7 @@ def enqueue(
         user=user,
         idempotency_key=idempotency_key,
         run_after=run_after,
+        then=then,
     )
     return submit(fields).id
 
@@ -305,6 +325,7 @@ async def aenqueue(
     user: Any = None,
     idempotency_key: str | None = None,
     run_after: datetime | None = None,
+    then: Sequence[Any] | None = None,
 ) -> uuid.UUID:
     """Async twin of :func:`enqueue` (the row is committed before it rings)."""
     fields = prepare(
@@ -315,6 +336,7 @@ async def aenqueue(
         user=user,
         idempotency_key=idempotency_key,
         run_after=run_after,
+        then=then,
     )
     return (await asubmit(fields)).id
 
@@ -443,4 +465,64 @@ def cancel(task_id: uuid.UUID | str, reason: str = "cancelled") -> TaskRecord:
         transaction.on_commit(
             lambda: revoking.announce(str(task.id), reason), robust=True
         )
+    if task.group_id is not None:  # the last of its group to end?
+        made = followups.fire_group(task.group_id, library_settings().ring_timeout)
+        transaction.on_commit(lambda: ring_many(made), robust=True)
     return task
+
+
+def prepare_group(
+    tasks: Sequence[Any], then: Any, *, user: Any = None
+) -> tuple[list[TaskRecord], TaskGroup]:
+    """The checked, unsaved tasks and group of :func:`enqueue_group`."""
+    if not isinstance(tasks, list | tuple) or not tasks:
+        raise InvalidArgument("tasks", "must be a non-empty list of tasks")
+    members = [
+        followups.spec(value, f"tasks[{n}]", (), _check_followup)
+        for n, value in enumerate(tasks)
+    ]
+    callback = followups.spec(then, "then", followups.GROUP_KEYS, _check_followup)
+    owner = owner_id(user)
+    group = TaskGroup(id=uuid.uuid4(), then=callback, owner_id=owner)
+    due = timezone.now() + timedelta(seconds=library_settings().ring_timeout)
+    records = [
+        TaskRecord(**member, owner_id=owner, group_id=group.id, due_at=due)
+        for member in members
+    ]
+    group.members = [str(record.id) for record in records]
+    return records, group
+
+
+def _create_group(records: list[TaskRecord], group: TaskGroup) -> None:
+    _check_owner(group.owner_id)
+    with writing():
+        sql.insert_tasks(records)
+        group.save(force_insert=True)
+
+
+def enqueue_group(
+    tasks: Sequence[Any], then: Any, *, user: Any = None
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """Store ``tasks`` and their follow-up in one transaction; ring them once it
+    commits. Return the group's id and the tasks' ids, in order.
+
+    Each task is ``(channel, type, payload)``; ``then`` is enqueued once every
+    task of the group has ended (succeeded, dead or cancelled), with
+    ``group_id`` and ``results`` (each task's ``task_id``, ``status`` and
+    ``result``, in order) added to its payload. Raises ``InvalidArgument`` or
+    ``InvalidPayload``, naming the task or argument; nothing is stored then.
+    """
+    records, group = prepare_group(tasks, then, user=user)
+    _create_group(records, group)
+    transaction.on_commit(lambda: ring_many(records), robust=True)
+    return group.id, [record.id for record in records]
+
+
+async def aenqueue_group(
+    tasks: Sequence[Any], then: Any, *, user: Any = None
+) -> tuple[uuid.UUID, list[uuid.UUID]]:
+    """Async twin of :func:`enqueue_group` (committed before it rings)."""
+    records, group = prepare_group(tasks, then, user=user)
+    await database_sync_to_async(_create_group)(records, group)
+    await aring_many(records)
+    return group.id, [record.id for record in records]

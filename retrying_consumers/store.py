@@ -65,6 +65,7 @@ def create_task(
     owner_id: int | None = None,
     idempotency_key: str | None = None,
     run_after: datetime | None = None,
+    followups: list[dict[str, Any]] | None = None,
 ) -> tuple[TaskRecord, bool]:
     """Write a queued task; return it and whether it is new.
 
@@ -85,6 +86,7 @@ def create_task(
         owner_id=owner_id,
         idempotency_key=idempotency_key,
         due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
+        followups=followups or None,
     )
     if idempotency_key is None:  # nothing can clash: the INSERT is atomic alone
         with write_turn():

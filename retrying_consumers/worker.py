@@ -38,9 +38,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from . import events, revoking
+from . import events, followups, revoking
 from .conf import library_settings, worker_id
-from .doorbell import RINGS_TYPE, aring_again
+from .doorbell import RINGS_TYPE, aring_again, aring_many
 from .health import is_outage, store_health
 from .intake import check_channel_layer, is_undecodable, poison, refusal, usable_rings
 from .models import TaskRecord, WorkerRecord
@@ -504,6 +504,7 @@ class RetryingWorker:
             await arecover_lost(self._consumer_for)
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)
+        await aring_many(await followups.asweep(library_settings().ring_timeout))
         # Rate-limited in retention: once a minute.
         await apurge_expired(self._result_expiries())
 
