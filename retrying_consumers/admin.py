@@ -20,7 +20,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from . import producer
@@ -126,6 +126,10 @@ class TaskRecordAdmin(admin.ModelAdmin):
         ("Progress", {"fields": ("progress", "progress_at")}),
         ("Payload and result", {"fields": ("payload_json", "result_json")}),
         (
+            "Follow-ups",
+            {"fields": ("parent_link", "group_id", "followups", "children_links")},
+        ),
+        (
             "Times",
             {
                 "fields": (
@@ -141,7 +145,27 @@ class TaskRecordAdmin(admin.ModelAdmin):
         "progress",
         "payload_json",
         "result_json",
+        "parent_link",
+        "children_links",
     ]
+
+    @admin.display(description="parent")
+    def parent_link(self, obj: TaskRecord) -> str:
+        """The task (or the group) whose end enqueued this one, linked."""
+        if obj.parent_id is None:
+            return "-"
+        if not TaskRecord.objects.filter(pk=obj.parent_id).exists():
+            return f"group {obj.parent_id}"
+        return _task_link(obj.parent_id)
+
+    @admin.display(description="follow-ups enqueued")
+    def children_links(self, obj: TaskRecord) -> str:
+        children = TaskRecord.objects.filter(parent_id=obj.pk).values_list(
+            "pk", flat=True
+        )
+        return (
+            format_html_join(", ", "{}", ((_task_link(pk),) for pk in children)) or "-"
+        )
 
     @admin.display(description="attempts")
     def attempts(self, obj: TaskRecord) -> str:
@@ -340,3 +364,8 @@ def _canceller(reason: str) -> Callable[[Any], str | None]:
         return f"task {task.id} is already {task.status}; nothing to cancel"
 
     return cancel
+
+
+def _task_link(task_id: Any) -> str:
+    url = reverse("admin:retrying_consumers_taskrecord_change", args=[task_id])
+    return format_html('<a href="{}">{}</a>', url, task_id)

@@ -17,7 +17,20 @@ def task_data(task: TaskRecord) -> dict[str, Any]:
         "result": task.result,
         "started_at": task.started_at.isoformat() if task.started_at else None,
         "due_at": task.due_at.isoformat() if task.due_at else None,
+        "parent_id": str(task.parent_id) if task.parent_id else None,
+        "group_id": str(task.group_id) if task.group_id else None,
+        "followups": task.followups,
+        "children": [str(pk) for pk in children_of(task)],
     }
+
+
+def children_of(task: TaskRecord) -> list[Any]:
+    """The follow-up tasks this task (or the group it ended) enqueued."""
+    return list(
+        TaskRecord.objects.filter(parent_id=task.pk)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
 
 
 def attempt_data(attempt: AttemptRecord) -> dict[str, Any]:
@@ -60,6 +73,15 @@ def show_text(task: TaskRecord, attempts: list[AttemptRecord]) -> str:
         ("payload", json.dumps(task.payload, sort_keys=True)),
         ("result", json.dumps(task.result, sort_keys=True)),
     ]
+    if task.parent_id:
+        fields.append(("parent", task.parent_id))
+    if task.group_id:
+        fields.append(("group", task.group_id))
+    if task.followups:
+        then = ", ".join(f"{f['channel']}:{f['type']}" for f in task.followups)
+        fields.append(("then", then))
+    if children := children_of(task):
+        fields.append(("follow-ups", ", ".join(str(pk) for pk in children)))
     lines = [f"{name:>12}  {value}" for name, value in fields]
     rows = [
         [

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
+from django.urls import reverse
 
 from retrying_consumers import cancel, enqueue, enqueue_group, followups, store
 from retrying_consumers.exceptions import InvalidArgument, InvalidPayload
@@ -173,3 +177,25 @@ def test_a_bad_group_is_refused_and_nothing_is_stored(
     with pytest.raises(InvalidArgument, match=words):
         enqueue_group(tasks, then=then)
     assert not TaskRecord.objects.exists() and not TaskGroup.objects.exists()
+
+
+def test_tasks_show_and_the_admin_link_parents_and_children(admin_client: Any) -> None:
+    parent = enqueue("fault-a", "fault.noop", then=[("fault-b", "fault.noop")])
+    succeed(parent, 1)
+    [child] = followups.fire_task(parent, RING)
+    out = StringIO()
+    call_command("tasks", "show", str(parent), stdout=out)
+    assert f"follow-ups  {child.pk}" in out.getvalue()
+    assert "then  fault-b:fault.noop" in out.getvalue()
+    out = StringIO()
+    call_command("tasks", "show", str(child.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue())["parent_id"] == str(parent)
+
+    page = admin_client.get(
+        reverse("admin:retrying_consumers_taskrecord_change", args=[child.pk])
+    )
+    parent_url = reverse("admin:retrying_consumers_taskrecord_change", args=[parent])
+    assert parent_url in page.content.decode()
+    page = admin_client.get(parent_url)
+    child_url = reverse("admin:retrying_consumers_taskrecord_change", args=[child.pk])
+    assert child_url in page.content.decode()
