@@ -367,7 +367,7 @@ def prepare_many(
         payload = {} if payload is None else payload
         validate_payload(payload, f"payloads[{n}]", max_bytes=max_bytes)
         checked.append(payload)
-    del fields["payload"], fields["idempotency_key"]
+    del fields["payload"], fields["idempotency_key"], fields["followups"]
     return {**fields, "payloads": checked}
 
 
