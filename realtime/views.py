@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from realtime import queries
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
-from retrying_consumers import TaskNotFound, cancel, enqueue, retry_now
+from retrying_consumers import TaskNotFound, audit, enqueue
 from retrying_consumers.models import Status, TaskRecord
 
 staff_required = user_passes_test(lambda user: user.is_staff)
@@ -83,15 +83,13 @@ def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpRe
     """Retry now, cancel or delete a task."""
     try:
         if action == "retry":
-            retry_now(task_id)
+            audit.retry_now(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} will run now.")
         elif action == "cancel":
-            cancel(task_id, reason=f"cancelled by {request.user.get_username()}")
+            audit.cancel(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} cancelled.")
         elif action == "delete":
-            deleted, _ = TaskRecord.objects.filter(pk=task_id).delete()
-            if not deleted:
-                raise TaskNotFound(f"no task with id {task_id}")
+            audit.delete(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} deleted.")
             return HttpResponseRedirect(reverse("dashboard"))
         else:
