@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -14,7 +13,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from realtime import queries
+from realtime import queries, task_page
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
 from retrying_consumers import TaskNotFound, audit, enqueue
 from retrying_consumers.models import Status, TaskRecord
@@ -46,15 +45,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def task_detail(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     """One task: payload, times, every attempt's error and traceback, result."""
-    task = _visible_task(request, task_id)
-    context = {
-        "task": task,
-        "attempts": queries.attempts_of(task),
-        "payload": json.dumps(task.payload, indent=2, sort_keys=True),
-        "result": json.dumps(task.result, indent=2, sort_keys=True),
-        "event": task.to_event(),
-    }
-    return render(request, "realtime/task_detail.html", context)
+    task = task_page.visible_task(request, task_id)
+    return render(request, "realtime/task_detail.html", task_page.context(task))
 
 
 @require_POST

@@ -41,7 +41,7 @@ def trail_html(task_id: Any) -> str:
         return "-"
     items = format_html_join(
         "",
-        "<li><time datetime='{}'>{}</time>: {} by {} ({}){}</li>",
+        "<li><time datetime='{}'>{}</time>: {} by {} (from {}){}</li>",
         (
             (
                 entry.at.isoformat(),

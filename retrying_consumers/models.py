@@ -247,10 +247,10 @@ class AuditAction(models.TextChoices):
 class AuditSource(models.TextChoices):
     """Where the action was taken."""
 
-    PAGE = "page", "task page"
-    ADMIN = "admin", "admin"
+    PAGE = "page", "the task page"
+    ADMIN = "admin", "the admin"
     COMMAND = "command", "manage.py tasks"
-    API = "api", "API"
+    API = "api", "the API"
 
 
 class TaskAuditRecord(models.Model):

@@ -43,10 +43,10 @@ class Migration(migrations.Migration):
                     "source",
                     models.CharField(
                         choices=[
-                            ("page", "task page"),
-                            ("admin", "admin"),
+                            ("page", "the task page"),
+                            ("admin", "the admin"),
                             ("command", "manage.py tasks"),
-                            ("api", "API"),
+                            ("api", "the API"),
                         ],
                         max_length=16,
                     ),
