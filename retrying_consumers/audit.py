@@ -12,6 +12,7 @@ task's deletion (and the user's).
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import logging
 import uuid
@@ -19,12 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import events, producer
+from .doorbell import _ring_loop
 from .exceptions import TaskNotFound
 from .models import (
     Status,
@@ -37,6 +38,9 @@ from .writers import writing
 logger = logging.getLogger("retrying_consumers.audit")
 
 REDRIVEN = (Status.DEAD, Status.CANCELLED)
+#: Seconds an action waits for its event to reach the channel layer; the page
+#: re-reads the store on reconnect anyway.
+PUBLISH_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -180,5 +184,12 @@ def _announce(task: TaskRecord) -> None:
 
 def _publish_now(task: TaskRecord) -> None:
     fresh = TaskRecord.objects.filter(pk=task.pk).first()
-    if fresh is not None:
-        async_to_sync(events.apublish)(fresh)
+    if fresh is None:
+        return
+    # On the process's long-lived ring loop, as enqueue's rings: callable from
+    # any thread, even one that runs an event loop, without a new Redis pool.
+    sent = asyncio.run_coroutine_threadsafe(events.apublish(fresh), _ring_loop())
+    try:
+        sent.result(timeout=PUBLISH_TIMEOUT)
+    except TimeoutError:
+        logger.warning("task event not sent in time: task_id=%s", fresh.pk)

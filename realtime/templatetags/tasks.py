@@ -105,3 +105,13 @@ def took(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return ""
     return seconds_text(end - start)
+
+
+#: What the policy decided after a failed attempt, as the page says it.
+DECISIONS = {"give_up": "gave up", "discard": "discarded", "retry": "retried"}
+
+
+@register.filter
+def decision_text(decision: str) -> str:
+    """ "give_up" -> "gave up"; unknown decisions are shown as stored."""
+    return DECISIONS.get(decision, decision.replace("_", " "))

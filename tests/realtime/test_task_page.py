@@ -99,6 +99,7 @@ def test_the_page_shows_attempts_times_to_the_second_and_durations() -> None:
     assert "minutes" not in text
     assert page.count("<summary>Traceback</summary>") == 3
     assert "No result: the task is dead (attempts exhausted)" in text
+    assert "; gave up." in text and "give_up" not in text
     assert 'src="/static/realtime/task.js"' in page
     assert "<script>" not in page  # no inline script: CSP script-src 'self'
 
