@@ -13,6 +13,7 @@ task's deletion (and the user's).
 from __future__ import annotations
 
 import asyncio
+import copy
 import getpass
 import logging
 import uuid
@@ -161,8 +162,10 @@ def delete(task_id: uuid.UUID | str, by: Actor) -> TaskRecord:
         except TaskRecord.DoesNotExist:
             raise TaskNotFound(f"no task with id {task_id}") from None
         recorded(task, by)
+        last = copy.copy(task)  # delete() forgets the primary key
         task.delete()
-    return task
+        _announce(last, deleted=True)
+    return last
 
 
 def recorded(task: TaskRecord, by: Actor) -> TaskAuditRecord:
@@ -177,19 +180,24 @@ def stamp(moment: datetime) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
 
 
-def _announce(task: TaskRecord) -> None:
-    """Publish the task's new state once the change is committed."""
-    transaction.on_commit(lambda: _publish_now(task), robust=True)
+def _announce(task: TaskRecord, deleted: bool = False) -> None:
+    """Publish the task's new state once the change is committed; for a deleted
+    task, its last state marked ``"deleted": true``."""
+    transaction.on_commit(lambda: _publish_now(task, deleted), robust=True)
 
 
-def _publish_now(task: TaskRecord) -> None:
-    fresh = TaskRecord.objects.filter(pk=task.pk).first()
-    if fresh is None:
-        return
+def _publish_now(task: TaskRecord, deleted: bool) -> None:
+    if deleted:
+        event = {**task.to_event(), "deleted": True}
+    else:
+        fresh = TaskRecord.objects.filter(pk=task.pk).first()
+        if fresh is None:
+            return
+        task, event = fresh, fresh.to_event()
     # On the process's long-lived ring loop, as enqueue's rings: callable from
     # any thread, even one that runs an event loop, without a new Redis pool.
-    sent = asyncio.run_coroutine_threadsafe(events.apublish(fresh), _ring_loop())
+    sent = asyncio.run_coroutine_threadsafe(events.apublish(task, event), _ring_loop())
     try:
         sent.result(timeout=PUBLISH_TIMEOUT)
     except TimeoutError:
-        logger.warning("task event not sent in time: task_id=%s", fresh.pk)
+        logger.warning("task event not sent in time: task_id=%s", task.pk)

@@ -156,9 +156,7 @@ def test_after_retry_now_the_reason_says_who_retried_and_the_counts_agree(
     shot(page, output_dir, "redriven", size)
 
 
-def test_the_reason_is_never_stale_beside_the_new_attempts(
-    page: Page, live: str, ops: Any
-) -> None:
+def test_actions_taken_elsewhere_show_up_live(page: Page, live: str, ops: Any) -> None:
     task_id = enqueue("examples", "example.doomed", {}, user=ops)
     wait_until(
         lambda: TaskRecord.objects.get(pk=task_id).status == Status.DEAD,
@@ -178,6 +176,11 @@ def test_the_reason_is_never_stale_beside_the_new_attempts(
     expect(page.locator("#task-rows [data-field=attempt]")).to_contain_text(
         "(3 of 3 since the retry)"
     )
+    expect(page.locator("#task-gone")).to_be_hidden()
+    audit.delete(task_id, audit.Actor.of(None, "admin"))
+    expect(page.locator("#task-gone")).to_be_visible()
+    expect(page.locator("[data-action=retry]")).to_be_disabled()
+    expect(page.locator("[data-action=delete]")).to_be_disabled()
     assert_not_reloaded(page)
 
 

@@ -223,3 +223,21 @@ def test_the_command_records_the_login_name() -> None:
     ]
     assert [(e.action, e.source) for e in entries(queued)] == [("cancel", "command")]
     assert fresh(queued).reason == "cancelled from the command line"
+
+
+def test_a_deletion_tells_the_task_page_too(
+    alice: Any, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks
+) -> None:
+    published: list[dict[str, Any]] = []
+
+    async def spy(task: TaskRecord, event: Any = None) -> None:
+        published.append(event)
+
+    monkeypatch.setattr(audit.events, "apublish", spy)
+    task = make(Status.DEAD)
+    with django_capture_on_commit_callbacks(execute=True):
+        gone = audit.delete(task.pk, audit.Actor.of(alice, "page"))
+    assert gone.pk == task.pk
+    [event] = published
+    assert event["id"] == str(task.pk) and event["deleted"] is True
+    assert event["status"] == Status.DEAD

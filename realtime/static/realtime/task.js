@@ -58,6 +58,10 @@
 
   function changed(task) {
     if (task.id !== config.task) return;
+    if (task.deleted) {
+      markGone();
+      return;
+    }
     const sig = signature(task);
     if (sig !== lastSignature) {
       lastSignature = sig;
