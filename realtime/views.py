@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -14,9 +13,9 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from realtime import queries
+from realtime import queries, task_page
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
-from retrying_consumers import TaskNotFound, cancel, enqueue, retry_now
+from retrying_consumers import TaskNotFound, audit, enqueue
 from retrying_consumers.models import Status, TaskRecord
 
 staff_required = user_passes_test(lambda user: user.is_staff)
@@ -46,15 +45,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def task_detail(request: HttpRequest, task_id: uuid.UUID) -> HttpResponse:
     """One task: payload, times, every attempt's error and traceback, result."""
-    task = _visible_task(request, task_id)
-    context = {
-        "task": task,
-        "attempts": queries.attempts_of(task),
-        "payload": json.dumps(task.payload, indent=2, sort_keys=True),
-        "result": json.dumps(task.result, indent=2, sort_keys=True),
-        "event": task.to_event(),
-    }
-    return render(request, "realtime/task_detail.html", context)
+    task = task_page.visible_task(request, task_id)
+    return render(request, "realtime/task_detail.html", task_page.context(task))
 
 
 @require_POST
@@ -83,15 +75,13 @@ def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpRe
     """Retry now, cancel or delete a task."""
     try:
         if action == "retry":
-            retry_now(task_id)
+            audit.retry_now(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} will run now.")
         elif action == "cancel":
-            cancel(task_id, reason=f"cancelled by {request.user.get_username()}")
+            audit.cancel(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} cancelled.")
         elif action == "delete":
-            deleted, _ = TaskRecord.objects.filter(pk=task_id).delete()
-            if not deleted:
-                raise TaskNotFound(f"no task with id {task_id}")
+            audit.delete(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} deleted.")
             return HttpResponseRedirect(reverse("dashboard"))
         else:

@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from . import producer
+from . import audit, audit_admin
 from .exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
 from .store import get_task
@@ -124,6 +124,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
             },
         ),
         ("Progress", {"fields": ("progress", "progress_at")}),
+        ("Audit trail", {"fields": ("audit_trail",)}),
         ("Payload and result", {"fields": ("payload_json", "result_json")}),
         (
             "Follow-ups",
@@ -147,6 +148,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         "result_json",
         "parent_link",
         "children_links",
+        "audit_trail",
     ]
 
     @admin.display(description="parent")
@@ -196,6 +198,10 @@ class TaskRecordAdmin(admin.ModelAdmin):
     def result_json(self, obj: TaskRecord) -> str:
         return "-" if obj.result is None else _json(obj.result)
 
+    @admin.display(description="who acted on it")
+    def audit_trail(self, obj: TaskRecord) -> str:
+        return audit_admin.trail_html(obj.pk)
+
     # Permissions ---------------------------------------------------------------
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -213,13 +219,25 @@ class TaskRecordAdmin(admin.ModelAdmin):
     ) -> None:
         """Nothing to save: every field is read-only (a save would race workers)."""
 
+    def delete_model(self, request: HttpRequest, obj: TaskRecord) -> None:
+        audit.recorded(obj, _actor(request))
+        super().delete_model(request, obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
+    ) -> None:
+        for task in queryset:
+            audit.recorded(task, _actor(request))
+        super().delete_queryset(request, queryset)
+
     # Actions -------------------------------------------------------------------
 
     @admin.action(
         description="Retry now (re-drive dead or cancelled)", permissions=["change"]
     )
     def retry_now(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
-        self._act(request, queryset.values_list("pk", flat=True), _retry, "retried")
+        retry = _retrier(_actor(request))
+        self._act(request, queryset.values_list("pk", flat=True), retry, "retried")
 
     @admin.action(description="Cancel unfinished tasks", permissions=["change"])
     def cancel_tasks(
@@ -228,7 +246,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
         self._act(
             request,
             queryset.values_list("pk", flat=True),
-            _canceller(f"cancelled by {request.user.get_username()} in the admin"),
+            _canceller(_actor(request)),
             "cancelled",
         )
 
@@ -294,12 +312,12 @@ class TaskRecordAdmin(admin.ModelAdmin):
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST from the task page: retry this task now."""
-        return self._button(request, object_id, _retry, "retried")
+        return self._button(request, object_id, _retrier(_actor(request)), "retried")
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """POST from the task page: cancel this task."""
-        reason = f"cancelled by {request.user.get_username()} in the admin"
-        return self._button(request, object_id, _canceller(reason), "cancelled")
+        cancel = _canceller(_actor(request))
+        return self._button(request, object_id, cancel, "cancelled")
 
     def _button(
         self,
@@ -343,19 +361,28 @@ def _pk_or_none(object_id: str) -> Any:
         return None
 
 
-def _retry(task_id: Any) -> str | None:
-    try:
-        producer.retry_now(task_id)
-    except (TaskNotFound, ValueError) as err:
-        return str(err)
-    return None
+def _actor(request: HttpRequest) -> audit.Actor:
+    return audit.Actor.of(request.user, "admin")
 
 
-def _canceller(reason: str) -> Callable[[Any], str | None]:
+def _retrier(by: audit.Actor) -> Callable[[Any], str | None]:
+    def retry(task_id: Any) -> str | None:
+        try:
+            audit.retry_now(task_id, by)
+        except (TaskNotFound, ValueError) as err:
+            return str(err)
+        return None
+
+    return retry
+
+
+def _canceller(by: audit.Actor) -> Callable[[Any], str | None]:
+    reason = f"cancelled by {by.label} in the admin"
+
     def cancel(task_id: Any) -> str | None:
         try:
             if get_task(task_id).status in ACTIVE:
-                task = producer.cancel(task_id, reason)
+                task = audit.cancel(task_id, by, reason)
                 if task.status == Status.CANCELLED and task.reason == reason:
                     return None
             task = get_task(task_id)

@@ -304,3 +304,61 @@ class TaskGroup(models.Model):
 
     def __str__(self) -> str:
         return f"group {self.id} ({len(self.members)} tasks)"
+
+
+class AuditAction(models.TextChoices):
+    """What a person (or a script) did to a task."""
+
+    RETRY = "retry", "retried now"  # a waiting task made due now
+    REDRIVE = "redrive", "re-driven"  # a dead or cancelled task given new attempts
+    CANCEL = "cancel", "cancelled"
+    DELETE = "delete", "deleted"
+
+
+class AuditSource(models.TextChoices):
+    """Where the action was taken."""
+
+    PAGE = "page", "the task page"
+    ADMIN = "admin", "the admin"
+    COMMAND = "command", "manage.py tasks"
+    API = "api", "the API"
+
+
+class TaskAuditRecord(models.Model):
+    """Who retried, cancelled or deleted a task, when, and from where.
+
+    Holds the task's id, not a foreign key, so that the trail of a deleted task
+    survives it; and the actor's username as text, so that it survives the user.
+    """
+
+    task_id = models.UUIDField()
+    action = models.CharField(max_length=16, choices=AuditAction.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    at = models.DateTimeField()
+    source = models.CharField(max_length=16, choices=AuditSource.choices)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["task_id", "at"], name="rc_audit_task")]
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.task_id} by {self.actor_name or '?'}"
+
+    def to_event(self) -> dict[str, Any]:
+        """The record as JSON-safe data."""
+        return {
+            "task_id": str(self.task_id),
+            "action": self.action,
+            "actor": self.actor_name,
+            "at": _iso(self.at),
+            "source": self.source,
+            "detail": self.detail,
+        }

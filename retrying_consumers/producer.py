@@ -443,14 +443,17 @@ async def aenqueue_many(
     return [task.id for task in tasks]
 
 
-def retry_now(task_id: uuid.UUID | str) -> TaskRecord:
+def retry_now(task_id: uuid.UUID | str, reason: str = "") -> TaskRecord:
     """Run a waiting task now, or re-drive a dead or cancelled one.
 
     A re-driven task gets its policy's full budget of attempts again, counted on
-    from the attempts it has had ("attempt 6 of 10"). Raises ``TaskNotFound``, or
-    ``ValueError`` if the task is running or succeeded.
+    from the attempts it has had ("attempt 6 of 10"). Its stored reason becomes
+    ``reason`` (default: none). Raises ``TaskNotFound``, or ``ValueError`` if the
+    task is running or succeeded.
     """
-    task = store.retry_now(task_id, ring_timeout=library_settings().ring_timeout)
+    task = store.retry_now(
+        task_id, ring_timeout=library_settings().ring_timeout, reason=reason
+    )
     if task.status == Status.QUEUED:
         transaction.on_commit(lambda: ring(task), robust=True)
     return task

@@ -430,11 +430,15 @@ def save_progress(
     return bool(saved)
 
 
-def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
+def retry_now(
+    task_id: uuid.UUID | str, *, ring_timeout: float, reason: str = ""
+) -> TaskRecord:
     """Make a waiting, dead or cancelled task due now.
 
     A dead or cancelled task starts a new drive: its policy's full budget of
     attempts, counted from now. A queued or retrying task is simply made due.
+    Either way the old reason (why it died, or why it was waiting) no longer
+    holds: it is replaced by ``reason`` ("retried by ada at ..."), or cleared.
     Raises :class:`TaskNotFound`, or ``ValueError`` for a running or succeeded task.
     """
     now = timezone.now()
@@ -448,6 +452,7 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
         "status": Status.QUEUED,
         "due_at": now,
         "updated_at": now,
+        "reason": reason[:500],
     }
     if task.status in (Status.DEAD, Status.CANCELLED):
         changes.update(
@@ -457,7 +462,6 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
             if task.attempt_budget
             else None,
             finished_at=None,
-            reason="",
         )
     try:
         with writing():
@@ -468,7 +472,8 @@ def retry_now(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord:
             f"key {task.idempotency_key!r}"
         ) from None
     if not changed:
-        return retry_now(task_id, ring_timeout=ring_timeout)  # changed meanwhile
+        # Changed meanwhile: look again.
+        return retry_now(task_id, ring_timeout=ring_timeout, reason=reason)
     return take_ring(task.pk, ring_timeout=ring_timeout) or get_task(task.pk)
 
 

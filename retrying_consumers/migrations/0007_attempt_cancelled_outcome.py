@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("retrying_consumers", "0003_partial_task_indexes"),
+        ("retrying_consumers", "0004_task_audit"),
     ]
 
     operations = [

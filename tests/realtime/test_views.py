@@ -122,7 +122,7 @@ def test_staff_cancel_retry_and_delete() -> None:
     client.post(reverse("task-action", args=[record.id, "cancel"]))
     cancelled = TaskRecord.objects.get(pk=record.pk)
     assert cancelled.status == Status.CANCELLED
-    assert cancelled.reason == "cancelled by boss"
+    assert cancelled.reason.startswith("cancelled by boss at ")
     client.post(reverse("task-action", args=[record.id, "retry"]))
     assert TaskRecord.objects.get(pk=record.pk).status == Status.QUEUED
     client.post(reverse("task-action", args=[record.id, "delete"]))

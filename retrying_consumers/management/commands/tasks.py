@@ -26,7 +26,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
-from retrying_consumers import limits, producer, reports, retention, store
+from retrying_consumers import audit, limits, reports, retention, store
 from retrying_consumers.exceptions import TaskNotFound
 from retrying_consumers.management.describe import (
     attempt_data,
@@ -317,14 +317,14 @@ def _get(task_id: str) -> TaskRecord:
 
 
 def _retry_one(task_id: str) -> TaskRecord:
-    return producer.retry_now(task_id)
+    return audit.retry_now(task_id, audit.Actor.command_line())
 
 
 def _cancel_one(task_id: str, reason: str) -> TaskRecord:
     task = store.get_task(task_id)
     if task.status not in ACTIVE:
         raise ValueError(f"task {task.id} is already {task.status}; nothing to cancel")
-    task = producer.cancel(task_id, reason)
+    task = audit.cancel(task_id, audit.Actor.command_line(), reason)
     if task.status != Status.CANCELLED:
         raise ValueError(f"task {task.id} ended {task.status} before it was cancelled")
     return task
