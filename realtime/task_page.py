@@ -40,6 +40,13 @@ def context(task: TaskRecord) -> dict[str, Any]:
         "payload": json.dumps(task.payload, indent=2, sort_keys=True),
         "result": json.dumps(task.result, indent=2, sort_keys=True),
         "trail": list(audit.trail(task.pk)),
+        "parent_is_task": task.parent_id is not None
+        and TaskRecord.objects.filter(pk=task.parent_id).exists(),
+        "children": list(
+            TaskRecord.objects.filter(parent_id=task.pk)
+            .order_by("created_at")
+            .values("pk", "type", "status")
+        ),
     }
 
 

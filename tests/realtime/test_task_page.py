@@ -174,3 +174,24 @@ def test_times_follow_the_configured_time_zone() -> None:
         reverse("task-detail", args=[task.pk])
     )
     assert " JST</time>" in page.content.decode()
+
+
+def test_the_page_links_a_task_with_its_parent_and_its_follow_ups() -> None:
+    boss = user("boss", staff=True)
+    parent = make(Status.SUCCEEDED, type="report.export")
+    child = make(Status.QUEUED, type="mail.send")
+    TaskRecord.objects.filter(pk=child.pk).update(parent_id=parent.pk)
+    TaskRecord.objects.filter(pk=parent.pk).update(
+        followups=[{"channel": "examples", "type": "mail.send", "payload": {}}],
+        followed_up=True,
+    )
+    page = client_for(boss).get(reverse("task-detail", args=[parent.pk]))
+    assert reverse("task-detail", args=[child.pk]) in page.content.decode()
+    page = client_for(boss).get(reverse("task-detail", args=[child.pk]))
+    assert reverse("task-detail", args=[parent.pk]) in page.content.decode()
+    waiting = make(Status.RUNNING, type="report.export")
+    TaskRecord.objects.filter(pk=waiting.pk).update(
+        followups=[{"channel": "examples", "type": "mail.send", "payload": {}}]
+    )
+    page = client_for(boss).get(reverse("task-detail", args=[waiting.pk]))
+    assert "mail.send (once this task succeeds)" in text_of(page.content.decode())
