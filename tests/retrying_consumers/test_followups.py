@@ -199,3 +199,26 @@ def test_tasks_show_and_the_admin_link_parents_and_children(admin_client: Any) -
     page = admin_client.get(parent_url)
     child_url = reverse("admin:retrying_consumers_taskrecord_change", args=[child.pk])
     assert child_url in page.content.decode()
+
+
+def test_groups_and_limiters_are_listed_read_only_in_the_admin(
+    admin_client: Any,
+) -> None:
+    group_id, [only] = enqueue_group(
+        [("fault-a", "fault.noop")], then=("fault-b", "fault.noop")
+    )
+    cancel(only)
+    page = admin_client.get(reverse("admin:retrying_consumers_taskgroup_changelist"))
+    assert str(group_id) in page.content.decode()
+    assert "fault-b: fault.noop" in page.content.decode()
+    callback = TaskGroup.objects.get().callback_id
+    page = admin_client.get(
+        reverse("admin:retrying_consumers_taskgroup_change", args=[group_id])
+    )
+    assert str(callback) in page.content.decode()
+    assert (
+        admin_client.get(reverse("admin:retrying_consumers_taskgroup_add")).status_code
+        == 403
+    )
+    page = admin_client.get(reverse("admin:retrying_consumers_tasklimiter_changelist"))
+    assert page.status_code == 200
