@@ -199,7 +199,7 @@ def _migration_problem() -> str | None:
             f"migration {label}.{missing[0]} is not applied"
             if len(missing) == 1
             else f"{len(missing)} migrations of {label} are not applied, "
-            f"from {missing[0]}"
+            f"from {label}.{missing[0]}"
         )
         return f"the database {where} is not migrated ({what}); run manage.py migrate"
     return _table_problem(label, where)
