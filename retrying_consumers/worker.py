@@ -7,8 +7,9 @@ It replaces Channels' ``Worker`` under ``manage.py runworker``:
   one hoarding messages in memory.
 - **Poison messages** (no ``type``, an undecodable body, an unrouted channel) are
   logged once and dropped; the other channels keep running.
-- **Scheduler.** Every process rings due retries and lost rings, and takes back
-  attempts whose lease expired; the store decides which process does each.
+- **Scheduler.** Every process rings due retries and lost rings, takes back
+  attempts whose lease expired, and enqueues the due ticks of periodic tasks;
+  the store decides which process does each.
 - **Due retries first.** A retry that falls due in this process takes the next
   free slot of its channel, ahead of the rings waiting in the channel. If no slot
   of that channel frees up here for ``DUE_HOLD`` seconds (long attempts hold
@@ -47,6 +48,7 @@ from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
+from .ticking import arun_due_schedules
 from .writers import write_turn
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -503,6 +505,7 @@ class RetryingWorker:
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)
         await apurge_expired()  # rate-limited in retention: once a minute
+        await arun_due_schedules()  # periodic tasks: one task per tick
 
     def _retrying_channels(self) -> list[str]:
         """This process's channels whose consumer is a RetryMixin one."""

@@ -1,0 +1,161 @@
+"""Due ticks of periodic tasks become tasks, exactly once, from any worker.
+
+There is no single "beat" process. Every worker's scheduler looks at each
+schedule about once a second (:func:`arun_due_schedules`); a due tick is taken
+by inserting the unique (schedule, tick) row of a
+:class:`~retrying_consumers.models.ScheduleTick` and enqueueing the tick's task
+in the same transaction. Whichever worker inserts first enqueues; every other
+worker's insert fails on the unique constraint and it enqueues nothing. A
+worker killed inside that transaction leaves neither row nor task, so the next
+look of any worker takes the tick again.
+
+From there the tick's task is an ordinary task: attempts, backoff,
+dead-lettering, progress, the page, the admin and the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+
+from channels.db import database_sync_to_async
+from django.db import IntegrityError
+from django.db.models import Max
+from django.utils import timezone
+
+from . import producer
+from .conf import worker_id
+from .exceptions import ConfigurationError
+from .health import is_outage
+from .models import ScheduleTick
+from .schedules import Schedule, all_schedules, import_task_at
+from .writers import writing
+
+logger = logging.getLogger("retrying_consumers.schedules")
+
+# Configuration errors already logged by this process (logged once each).
+_reported: set[str] = set()
+
+
+def tick_key(schedule: Schedule, tick: datetime) -> str:
+    """The idempotency key of a tick's task: ``schedule:<name>@<tick in UTC>``."""
+    return f"schedule:{schedule.name}@{tick.isoformat()}"
+
+
+def last_ticks(names: Iterable[str]) -> dict[str, datetime]:
+    """The latest tick taken of each named schedule that has one."""
+    rows = (
+        ScheduleTick.objects.filter(schedule__in=list(names))
+        .values("schedule")
+        .annotate(last=Max("tick_at"))
+        .order_by()
+    )
+    return {row["schedule"]: row["last"] for row in rows}
+
+
+def take_tick(schedule: Schedule, tick: datetime) -> uuid.UUID | None:
+    """Enqueue the task of ``tick`` unless another worker already did.
+
+    Returns the new task's id, or None if the tick was taken before. The
+    tick's row and its task are written in one transaction: both, or neither.
+    """
+    try:
+        with writing():
+            row = ScheduleTick.objects.create(
+                schedule=schedule.name, tick_at=tick, worker=worker_id()
+            )
+            task_id = enqueue_tick(schedule, tick)
+            ScheduleTick.objects.filter(pk=row.pk).update(task_id=task_id)
+    except IntegrityError:
+        if ScheduleTick.objects.filter(schedule=schedule.name, tick_at=tick).exists():
+            return None  # another worker took it first
+        raise
+    return task_id
+
+
+def enqueue_tick(schedule: Schedule, tick: datetime) -> uuid.UUID:
+    """Enqueue the task of one tick of ``schedule`` (in the caller's transaction)."""
+    if schedule.task is not None:
+        task = import_task_at(schedule.task)
+        result = task.enqueue(*schedule.args, **dict(schedule.kwargs))
+        return uuid.UUID(str(result.id))
+    assert schedule.channel is not None and schedule.type is not None
+    fields = producer.prepare(
+        schedule.channel,
+        schedule.type,
+        dict(schedule.payload),
+        max_attempts=schedule.max_attempts,
+        idempotency_key=tick_key(schedule, tick),
+    )
+    return producer.submit(fields).id
+
+
+def run_due_schedules(now: datetime | None = None) -> list[uuid.UUID]:
+    """Take every tick due at ``now`` (default: the present); return the new tasks.
+
+    Store outages propagate (the worker waits them out); any other failure of
+    one schedule is logged, and the others still run.
+    """
+    try:
+        schedules = all_schedules()
+    except ConfigurationError as err:
+        _report_once(str(err))
+        return []
+    if not schedules:
+        return []
+    now = now or timezone.now()
+    last = last_ticks(schedules)
+    started = []
+    for schedule in schedules.values():
+        tick = schedule.due_tick(now, last.get(schedule.name))
+        if tick is None:
+            continue
+        try:
+            task_id = take_tick(schedule, tick)
+        except Exception as err:
+            if is_outage(err):
+                raise
+            logger.exception(
+                "periodic task could not be enqueued: schedule=%s tick=%s",
+                schedule.name,
+                tick.isoformat(),
+                extra={"schedule": schedule.name, "outcome": "tick_failed"},
+            )
+            continue
+        if task_id is not None:
+            started.append(task_id)
+            _log_tick(schedule, tick, task_id, now)
+    return started
+
+
+async def arun_due_schedules() -> list[uuid.UUID]:
+    """Async twin of :func:`run_due_schedules`, for the worker's scheduler loop."""
+    return await database_sync_to_async(run_due_schedules)()
+
+
+def _log_tick(
+    schedule: Schedule, tick: datetime, task_id: uuid.UUID, now: datetime
+) -> None:
+    late = (now - tick).total_seconds()
+    logger.info(
+        "periodic task enqueued: schedule=%s tick=%s task_id=%s late=%.1fs",
+        schedule.name,
+        tick.isoformat(),
+        task_id,
+        late,
+        extra={
+            "schedule": schedule.name,
+            "tick": tick.isoformat(),
+            "task_id": str(task_id),
+            "late_seconds": late,
+            "outcome": "ticked",
+        },
+    )
+
+
+def _report_once(problem: str) -> None:
+    if problem not in _reported:
+        _reported.add(problem)
+        logger.critical("periodic tasks are not running: %s", problem)
