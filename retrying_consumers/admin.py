@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from . import producer
+from . import producer, schedule_admin  # noqa: F401 (schedule_admin registers ticks)
 from .exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
 from .store import get_task

@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError
@@ -29,7 +31,7 @@ from . import producer
 from .conf import worker_id
 from .exceptions import ConfigurationError
 from .health import is_outage
-from .models import ScheduleTick
+from .models import ScheduleTick, TaskRecord
 from .schedules import Schedule, all_schedules, import_task_at
 from .writers import writing
 
@@ -159,3 +161,67 @@ def _report_once(problem: str) -> None:
     if problem not in _reported:
         _reported.add(problem)
         logger.critical("periodic tasks are not running: %s", problem)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A schedule as people see it: when it runs next and how its last tick went."""
+
+    schedule: Schedule
+    next_run: datetime | None
+    last_tick: datetime | None
+    last_task_id: uuid.UUID | None
+    last_status: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe, for ``tasks schedules --json`` and the page."""
+        s = self.schedule
+        return {
+            "name": s.name,
+            "target": s.target,
+            "expression": s.expression,
+            "timezone": s.timezone,
+            "catch_up": s.catch_up,
+            "next_run": _iso(self.next_run),
+            "last_tick": _iso(self.last_tick),
+            "last_task_id": str(self.last_task_id) if self.last_task_id else None,
+            "last_status": self.last_status,
+        }
+
+
+def schedule_states(now: datetime | None = None) -> list[ScheduleState]:
+    """Every declared schedule with its next run and its last tick, by name.
+
+    Raises ``ConfigurationError`` if the declarations are wrong.
+    """
+    now = now or timezone.now()
+    found = all_schedules()
+    last = last_ticks(found)
+    rows = {
+        (row.schedule, row.tick_at): row.task_id
+        for row in ScheduleTick.objects.filter(
+            schedule__in=list(last), tick_at__in=list(last.values())
+        )
+    }
+    task_ids = [t for t in rows.values() if t is not None]
+    statuses = dict(
+        TaskRecord.objects.filter(pk__in=task_ids).values_list("pk", "status")
+    )
+    states = []
+    for name, schedule in found.items():
+        tick = last.get(name)
+        task_id = rows.get((name, tick)) if tick is not None else None
+        states.append(
+            ScheduleState(
+                schedule=schedule,
+                next_run=schedule.next_tick(now),
+                last_tick=tick,
+                last_task_id=task_id,
+                last_status=statuses.get(task_id) if task_id else None,
+            )
+        )
+    return states
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

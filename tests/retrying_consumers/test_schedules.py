@@ -3,14 +3,19 @@ store's claim of each (schedule, tick) under concurrency."""
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.checks import Error
+from django.core.management import CommandError, call_command
 from django.db import connection
+from django.urls import reverse
 
 from retrying_consumers import schedules, ticking
 from retrying_consumers.exceptions import ConfigurationError
@@ -372,3 +377,62 @@ def test_racing_workers_take_each_tick_once(settings: Any) -> None:
     assert TaskRecord.objects.count() == len(ticks)
     assert ScheduleTick.objects.filter(schedule="race").count() == len(ticks)
     assert set(ScheduleTick.objects.values_list("task_id", flat=True)) == set(won)
+
+
+# Operations ---------------------------------------------------------------------
+
+
+def tasks_command(*args: str) -> str:
+    out = io.StringIO()
+    call_command("tasks", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_tasks_schedules_lists_next_and_last_runs(settings: Any) -> None:
+    settle(
+        settings,
+        report={"cron": "0 3 * * *", "timezone": BERLIN, **TARGET},
+        echo={"every": 60, "task": "tests.django_tasks_defs.echo"},
+    )
+    [task_id] = ticking.run_due_schedules(datetime.now(UTC))  # echo's tick
+    [echo, report] = json.loads(tasks_command("schedules", "--json"))
+    assert echo["name"] == "echo" and echo["target"] == "tests.django_tasks_defs.echo"
+    assert echo["expression"] == "every 60s"
+    assert echo["last_task_id"] == str(task_id) and echo["last_status"] == "queued"
+    assert datetime.fromisoformat(echo["next_run"]) > datetime.now(UTC)
+    assert report["target"] == "reports:report.build"
+    assert (report["timezone"], report["catch_up"]) == (BERLIN, "once")
+    assert report["last_tick"] is None and report["last_status"] is None
+    next_run = datetime.fromisoformat(report["next_run"]).astimezone(ZoneInfo(BERLIN))
+    assert (next_run.hour, next_run.minute) == (3, 0)
+    text = tasks_command("schedules")
+    assert "report" in text and "0 3 * * *" in text and str(task_id) in text
+
+
+@pytest.mark.django_db
+def test_tasks_schedules_with_none_declared_or_a_bad_one(settings: Any) -> None:
+    settle(settings)
+    assert "no periodic tasks declared" in tasks_command("schedules")
+    settle(settings, bad={"cron": "nope", **TARGET})
+    with pytest.raises(CommandError, match="periodic task 'bad'"):
+        tasks_command("schedules")
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_ticks_read_only(admin_client: Any, settings: Any) -> None:
+    settle(settings, report={"every": 60, **TARGET})
+    [task_id] = ticking.run_due_schedules(at("2026-05-01T10:00:00.5"))
+    url = reverse("admin:retrying_consumers_scheduletick_changelist")
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert str(task_id) in page.content.decode()
+    tick = ScheduleTick.objects.get()
+    change = reverse("admin:retrying_consumers_scheduletick_change", args=[tick.pk])
+    assert admin_client.post(change, {"schedule": "x"}).status_code == 403
+    assert (
+        admin_client.get(
+            reverse("admin:retrying_consumers_scheduletick_add")
+        ).status_code
+        == 403
+    )
