@@ -16,15 +16,17 @@ dead-lettering, progress, the page, the admin and the commands.
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from . import producer
@@ -33,12 +35,19 @@ from .exceptions import ConfigurationError
 from .health import is_outage
 from .models import ScheduleTick, TaskRecord
 from .schedules import Schedule, all_schedules, import_task_at
-from .writers import writing
+from .writers import write_turn, writing
 
 logger = logging.getLogger("retrying_consumers.schedules")
 
+#: Tick rows are kept this long (each schedule's latest always: it says which
+#: tick ran last). Tasks keep their own retention.
+KEEP_TICKS = timedelta(days=7)
+#: Seconds between two purges of old tick rows by one process.
+PURGE_INTERVAL = 600.0
+
 # Configuration errors already logged by this process (logged once each).
 _reported: set[str] = set()
+_purged_at = -math.inf
 
 
 def tick_key(schedule: Schedule, tick: datetime) -> str:
@@ -46,15 +55,26 @@ def tick_key(schedule: Schedule, tick: datetime) -> str:
     return f"schedule:{schedule.name}@{tick.isoformat()}"
 
 
-def last_ticks(names: Iterable[str]) -> dict[str, datetime]:
-    """The latest tick taken of each named schedule that has one."""
-    rows = (
-        ScheduleTick.objects.filter(schedule__in=list(names))
-        .values("schedule")
-        .annotate(last=Max("tick_at"))
-        .order_by()
-    )
+def last_ticks(names: Iterable[str] | None = None) -> dict[str, datetime]:
+    """The latest tick taken of each named schedule (None: of every schedule)."""
+    ticks = ScheduleTick.objects.all()
+    if names is not None:
+        ticks = ticks.filter(schedule__in=list(names))
+    rows = ticks.values("schedule").annotate(last=Max("tick_at")).order_by()
     return {row["schedule"]: row["last"] for row in rows}
+
+
+def purge_old_ticks(now: datetime) -> int:
+    """Delete tick rows older than ``KEEP_TICKS`` but each schedule's latest."""
+    cutoff = now - KEEP_TICKS
+    old = Q()
+    for name, last in last_ticks().items():
+        old |= Q(schedule=name, tick_at__lt=min(last, cutoff))
+    if not old:
+        return 0
+    with write_turn():
+        deleted, _ = ScheduleTick.objects.filter(old).delete()
+    return deleted
 
 
 def take_tick(schedule: Schedule, tick: datetime) -> uuid.UUID | None:
@@ -105,9 +125,10 @@ def run_due_schedules(now: datetime | None = None) -> list[uuid.UUID]:
     except ConfigurationError as err:
         _report_once(str(err))
         return []
+    now = now or timezone.now()
+    _purge_now_and_then(now)  # also the rows of schedules removed since
     if not schedules:
         return []
-    now = now or timezone.now()
     last = last_ticks(schedules)
     started = []
     for schedule in schedules.values():
@@ -155,6 +176,14 @@ def _log_tick(
             "outcome": "ticked",
         },
     )
+
+
+def _purge_now_and_then(now: datetime) -> None:
+    global _purged_at
+    if time.monotonic() - _purged_at < PURGE_INTERVAL:
+        return
+    _purged_at = time.monotonic()
+    purge_old_ticks(now)
 
 
 def _report_once(problem: str) -> None:

@@ -436,3 +436,16 @@ def test_the_admin_lists_ticks_read_only(admin_client: Any, settings: Any) -> No
         ).status_code
         == 403
     )
+
+
+@pytest.mark.django_db
+def test_old_ticks_are_purged_but_each_schedules_latest_is_kept() -> None:
+    now = at("2026-05-20T00:00:00")
+    for name, days in [("daily", 1), ("daily", 9), ("daily", 10), ("yearly", 200)]:
+        ScheduleTick.objects.create(schedule=name, tick_at=now - timedelta(days=days))
+    assert ticking.purge_old_ticks(now) == 2
+    kept = sorted(ScheduleTick.objects.values_list("schedule", "tick_at"))
+    assert kept == [
+        ("daily", now - timedelta(days=1)),
+        ("yearly", now - timedelta(days=200)),
+    ]
