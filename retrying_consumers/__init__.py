@@ -29,6 +29,7 @@ _EXPORTS = {
     "retry_now": "producer",
     "cancel": "producer",
     "report_progress": "progress",
+    "periodic": "schedules",
     "GiveUp": "exceptions",
     "RetryLater": "exceptions",
     "WorkerLost": "exceptions",

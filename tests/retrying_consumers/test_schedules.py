@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -212,6 +213,12 @@ def test_periodic_declares_a_task_function_and_a_consumer_type() -> None:
     assert found["hourly-report"].target == "reports:report.build"
 
 
+def test_periodic_is_exported_from_the_package() -> None:
+    import retrying_consumers
+
+    assert retrying_consumers.periodic is schedules.periodic
+
+
 def test_two_different_schedules_under_one_name_are_refused() -> None:
     schedules.periodic("n", every=60, **TARGET)(object)
     schedules.periodic("n", every=60, **TARGET)(object)  # the same again: fine
@@ -346,9 +353,20 @@ def test_a_failing_schedule_is_logged_and_the_others_still_tick(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_racing_workers_take_each_tick_once(settings: Any) -> None:
-    """Threads with their own connections race for the same ticks."""
-    settle(settings, race={"every": 1, **TARGET})
+def test_racing_workers_take_each_tick_once(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads with their own connections race for the same ticks; enqueueing
+    is slowed down so that they all reach the claim before any commits. A
+    ``@task`` target has no idempotency key: the tick's row alone decides."""
+    settle(settings, race={"every": 1, "task": "tests.django_tasks_defs.echo"})
+    real = ticking.enqueue_tick
+
+    def slow(schedule: Schedule, tick: datetime) -> Any:
+        time.sleep(0.05)
+        return real(schedule, tick)
+
+    monkeypatch.setattr(ticking, "enqueue_tick", slow)
     schedule = schedules.all_schedules()["race"]
     ticks = [at("2026-05-01T10:00:00") + timedelta(seconds=n) for n in range(10)]
     won: list[Any] = []
