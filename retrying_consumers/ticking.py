@@ -1,7 +1,7 @@
 """Due ticks of periodic tasks become tasks, exactly once, from any worker.
 
-There is no single "beat" process. Every worker's scheduler looks at each
-schedule about once a second (:func:`arun_due_schedules`); a due tick is taken
+There is no single "beat" process. Every worker wakes at each schedule's next
+tick, and at least once a second (:func:`atick`); a due tick is taken
 by inserting the unique (schedule, tick) row of a
 :class:`~retrying_consumers.models.ScheduleTick` and enqueueing the tick's task
 in the same transaction. Whichever worker inserts first enqueues; every other
@@ -44,6 +44,9 @@ logger = logging.getLogger("retrying_consumers.schedules")
 KEEP_TICKS = timedelta(days=7)
 #: Seconds between two purges of old tick rows by one process.
 PURGE_INTERVAL = 600.0
+
+#: Seconds after a tick's time that a worker wakes to take it.
+WAKE_AFTER = 0.005
 
 # Configuration errors already logged by this process (logged once each).
 _reported: set[str] = set()
@@ -153,9 +156,30 @@ def run_due_schedules(now: datetime | None = None) -> list[uuid.UUID]:
     return started
 
 
-async def arun_due_schedules() -> list[uuid.UUID]:
-    """Async twin of :func:`run_due_schedules`, for the worker's scheduler loop."""
-    return await database_sync_to_async(run_due_schedules)()
+def tick(max_wait: float, now: datetime | None = None) -> float:
+    """Take the ticks due at ``now``; return the seconds until the next tick.
+
+    At most ``max_wait``, so that a worker also looks now and then when no
+    tick is near (for ticks missed meanwhile, and for changed settings). A
+    worker that sleeps this long wakes just after the next tick, together
+    with every other worker: the store gives the tick to one of them.
+    """
+    now = now or timezone.now()
+    run_due_schedules(now)
+    try:
+        found = all_schedules()
+    except ConfigurationError:
+        return float(max_wait)
+    upcoming = [t for s in found.values() if (t := s.next_tick(now)) is not None]
+    if not upcoming:
+        return float(max_wait)
+    seconds = (min(upcoming) - now).total_seconds() + WAKE_AFTER
+    return float(min(max_wait, max(0.0, seconds)))
+
+
+async def atick(max_wait: float) -> float:
+    """Async twin of :func:`tick`, for the worker's loop."""
+    return await database_sync_to_async(tick)(max_wait)
 
 
 def _log_tick(

@@ -48,7 +48,7 @@ from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
-from .ticking import arun_due_schedules
+from .ticking import atick
 from .writers import write_turn
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -193,6 +193,9 @@ class RetryingWorker:
             ),
             asyncio.create_task(
                 self._every(self.config.heartbeat_interval, self._beat)
+            ),
+            asyncio.create_task(
+                self._every(self.config.scheduler_interval, self._tick)
             ),
         ]
         logger.info(
@@ -481,7 +484,7 @@ class RetryingWorker:
     async def _every(self, interval: float, chore: Callable[[], Any]) -> None:
         while True:
             try:
-                await chore()
+                wait = await chore()
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -493,6 +496,9 @@ class RetryingWorker:
                     )
             else:
                 store_health.succeeded()
+                if isinstance(wait, float):  # the chore knows when it is due
+                    await asyncio.sleep(wait)
+                    continue
             # Jitter keeps many processes from scanning the store in lock-step.
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
 
@@ -505,7 +511,10 @@ class RetryingWorker:
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)
         await apurge_expired()  # rate-limited in retention: once a minute
-        await arun_due_schedules()  # periodic tasks: one task per tick
+
+    async def _tick(self) -> float:
+        """Enqueue the periodic tasks due; wake again at the next tick."""
+        return await atick(self.config.scheduler_interval)
 
     def _retrying_channels(self) -> list[str]:
         """This process's channels whose consumer is a RetryMixin one."""

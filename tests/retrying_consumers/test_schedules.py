@@ -303,6 +303,21 @@ def test_a_task_function_schedule_enqueues_the_task_with_its_arguments(
 
 
 @pytest.mark.django_db
+def test_a_worker_wakes_just_after_the_next_tick_or_after_max_wait(
+    settings: Any,
+) -> None:
+    settle(settings)
+    assert ticking.tick(1.0, at("2026-05-01T10:00:30")) == 1.0
+    settle(settings, a={"every": 60, **TARGET}, b={"cron": "0 10 * * *", **TARGET})
+    now = at("2026-05-01T10:00:30")
+    wait = ticking.tick(100.0, now)
+    assert wait == pytest.approx(30 + ticking.WAKE_AFTER)
+    assert ScheduleTick.objects.count() == 2  # both took their 10:00 tick
+    assert ticking.tick(1, now) == 1.0
+    assert isinstance(ticking.tick(1, now), float)
+
+
+@pytest.mark.django_db
 def test_after_downtime_the_store_runs_one_missed_tick_or_none(settings: Any) -> None:
     settle(
         settings,
