@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.core.checks import Error
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.urls import reverse
 
 from retrying_consumers import schedules, ticking
@@ -482,3 +482,31 @@ def test_old_ticks_are_purged_but_each_schedules_latest_is_kept() -> None:
         ("daily", now - timedelta(days=1)),
         ("yearly", now - timedelta(days=200)),
     ]
+
+
+@pytest.mark.django_db
+def test_a_store_outage_reaches_the_worker_which_waits_it_out(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settle(settings, a={"every": 60, **TARGET})
+
+    def away(schedule: Schedule, tick: datetime) -> Any:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(ticking, "enqueue_tick", away)
+    with pytest.raises(OperationalError):
+        ticking.run_due_schedules(at("2026-05-01T10:00:00.5"))
+    assert not [r for r in caplog.records if getattr(r, "outcome", "") == "tick_failed"]
+    assert ScheduleTick.objects.count() == 0  # taken again once the store is back
+
+
+@pytest.mark.django_db
+def test_bad_declarations_at_run_time_are_logged_once(
+    settings: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ticking, "_reported", set())
+    settle(settings, bad={"cron": "nope", **TARGET})
+    assert ticking.run_due_schedules() == []
+    assert ticking.run_due_schedules() == []
+    critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(critical) == 1 and "periodic task 'bad'" in critical[0].getMessage()
