@@ -17,7 +17,9 @@ from retrying_consumers.models import (
     TaskRecord,
     WorkerRecord,
 )
+from tests.e2e import schedule_task_settings
 from tests.e2e.schedule_settings import RETRYING_CONSUMERS, SCHEDULE
+from tests.e2e.schedule_task_settings import TASK_SCHEDULE
 from tests.processes import running, start_workers, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -98,3 +100,32 @@ def test_each_tick_is_one_task_with_three_workers_and_one_killed_mid_tick(
         ).values_list("task_id", flat=True)
     )
     assert max(runs.values()) == 1
+
+
+def test_a_task_function_schedule_runs_on_two_workers(
+    tmp_path: Path, settings: Any
+) -> None:
+    settings.TASKS = schedule_task_settings.TASKS
+    settings.RETRYING_CONSUMERS = schedule_task_settings.RETRYING_CONSUMERS
+    children = start_workers(
+        tmp_path, 2, ["default"], "tests.e2e.schedule_task_settings"
+    )
+    ticks = ScheduleTick.objects.filter(schedule=TASK_SCHEDULE)
+    with running(children):
+        wait_until(
+            lambda: (
+                TaskRecord.objects.filter(
+                    pk__in=ticks.values("task_id"), status=Status.SUCCEEDED
+                ).count()
+                >= 3
+            ),
+            30,
+            "three ticks of the @task schedule to succeed",
+        )
+    tasks = TaskRecord.objects.filter(pk__in=ticks.values("task_id"))
+    assert tasks.count() == ticks.count()
+    assert TaskRecord.objects.count() == ticks.count()  # nothing else enqueued
+    done = tasks.filter(status=Status.SUCCEEDED)
+    for task in done:
+        assert task.type == "django.task.tests.django_tasks_defs.echo"
+        assert task.result == {"args": ["tick"], "kwargs": {"n": 1}}
