@@ -128,10 +128,9 @@ def run_due_schedules(now: datetime | None = None) -> list[uuid.UUID]:
     except ConfigurationError as err:
         _report_once(str(err))
         return []
-    now = now or timezone.now()
-    _purge_now_and_then(now)  # also the rows of schedules removed since
     if not schedules:
         return []
+    now = now or timezone.now()
     last = last_ticks(schedules)
     started = []
     for schedule in schedules.values():
@@ -202,12 +201,23 @@ def _log_tick(
     )
 
 
-def _purge_now_and_then(now: datetime) -> None:
+async def apurge_old_ticks() -> int:
+    """:func:`purge_old_ticks` now, unless this process did less than
+    ``PURGE_INTERVAL`` seconds ago (for the worker's scheduler pass)."""
     global _purged_at
     if time.monotonic() - _purged_at < PURGE_INTERVAL:
-        return
+        return 0
     _purged_at = time.monotonic()
-    purge_old_ticks(now)
+    return await database_sync_to_async(purge_old_ticks)(timezone.now())
+
+
+def declared() -> bool:
+    """Whether any periodic task is declared (True if the declarations are
+    wrong: the worker then logs why none runs)."""
+    try:
+        return bool(all_schedules())
+    except ConfigurationError:
+        return True
 
 
 def _report_once(problem: str) -> None:

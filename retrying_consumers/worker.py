@@ -48,7 +48,7 @@ from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import apurge_expired
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
-from .ticking import atick
+from .ticking import apurge_old_ticks, atick, declared
 from .writers import write_turn
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -194,10 +194,13 @@ class RetryingWorker:
             asyncio.create_task(
                 self._every(self.config.heartbeat_interval, self._beat)
             ),
-            asyncio.create_task(
-                self._every(self.config.scheduler_interval, self._tick)
-            ),
         ]
+        if declared():  # a loop that touches no store would hide its outages
+            chores.append(
+                asyncio.create_task(
+                    self._every(self.config.scheduler_interval, self._tick)
+                )
+            )
         logger.info(
             "worker started: worker=%s channels=%s concurrency=%s",
             worker_id(),
@@ -511,6 +514,7 @@ class RetryingWorker:
         elif recoverable := self._retrying_channels():
             await arecover_lost(self._consumer_for, channels=recoverable)
         await apurge_expired()  # rate-limited in retention: once a minute
+        await apurge_old_ticks()  # rate-limited: every 10 minutes
 
     async def _tick(self) -> float:
         """Enqueue the periodic tasks due; wake again at the next tick."""

@@ -510,3 +510,15 @@ def test_bad_declarations_at_run_time_are_logged_once(
     assert ticking.run_due_schedules() == []
     critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert len(critical) == 1 and "periodic task 'bad'" in critical[0].getMessage()
+
+
+def test_a_worker_runs_its_tick_loop_only_when_schedules_are_declared(
+    settings: Any,
+) -> None:
+    # A loop that touches no store would report the store back during outages.
+    settle(settings)
+    assert ticking.declared() is False
+    settle(settings, a={"every": 60, **TARGET})
+    assert ticking.declared() is True
+    settle(settings, bad={"cron": "nope", **TARGET})
+    assert ticking.declared() is True  # so that the worker says why none runs
