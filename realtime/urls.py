@@ -1,6 +1,6 @@
 from django.urls import path
 
-from realtime import task_page, views
+from realtime import schedules, task_page, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -8,4 +8,5 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/live/", task_page.task_live, name="task-live"),
     path("tasks/<uuid:task_id>/<str:action>/", views.task_action, name="task-action"),
     path("examples/start/", views.start_example, name="start-example"),
+    path("schedules/", schedules.schedules, name="schedules"),
 ]

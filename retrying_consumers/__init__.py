@@ -32,6 +32,7 @@ _EXPORTS = {
     "cancel": "producer",
     "report_progress": "progress",
     "is_cancelled": "attempts",
+    "periodic": "schedules",
     "GiveUp": "exceptions",
     "RetryLater": "exceptions",
     "WorkerLost": "exceptions",

@@ -23,7 +23,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from . import audit, audit_admin, followups_admin  # noqa: F401 (registers)
+from . import audit, audit_admin, followups_admin, schedule_admin  # noqa: F401
 from .exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
 from .store import get_task

@@ -40,7 +40,12 @@ MAX_WRAPPERS = 10
 def register() -> None:
     """Register the checks under the tag ``retrying_consumers`` (called when
     the app is ready; registering twice changes nothing)."""
-    for check in (check_app_order, check_redis_socket_timeout, check_worker_consumers):
+    for check in (
+        check_app_order,
+        check_redis_socket_timeout,
+        check_worker_consumers,
+        check_schedules,
+    ):
         checks.register(check, TAG)
 
 
@@ -66,6 +71,26 @@ def check_app_order(
             id="retrying_consumers.E001",
         )
     ]
+
+
+def check_schedules(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    """E004: every periodic task is declared well (cron, time zone, target)."""
+    from .exceptions import ConfigurationError
+    from .schedules import all_schedules
+
+    try:
+        all_schedules()
+    except ConfigurationError as err:
+        return [
+            checks.Error(
+                str(err),
+                hint="See RETRYING_CONSUMERS['SCHEDULES'] and @periodic.",
+                id="retrying_consumers.E004",
+            )
+        ]
+    return []
 
 
 def runworker_app() -> str | None:

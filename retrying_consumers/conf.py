@@ -6,6 +6,7 @@ import functools
 import math
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -56,6 +57,8 @@ class LibrarySettings:
     #: Refuse to enqueue to a channel that the ASGI application's ``channel``
     #: router does not route (off for producers that cannot load the routes).
     check_routes: bool = True
+    #: Periodic tasks by name (see ``retrying_consumers.schedules``).
+    schedules: Mapping[str, Mapping[str, Any]] | None = None
 
     @classmethod
     def load(cls) -> LibrarySettings:
@@ -82,8 +85,11 @@ _OPTIONAL = frozenset(
         "purge_dead_after",
         "purge_cancelled_after",
         "metrics_token",
+        "schedules",
     }
 )
+#: Options whose value is a dict, checked by the module that reads it.
+_MAPPINGS = frozenset({"schedules"})
 
 
 #: Options that must be whole numbers (the others may be fractions).
@@ -98,7 +104,10 @@ def _check_option(name: str, value: Any) -> None:
     key = f"RETRYING_CONSUMERS[{name.upper()!r}]"
     if value is None and name in _OPTIONAL:
         return
-    if name in _FLAGS:
+    if name in _MAPPINGS:
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"{key} must be a dict, not {value!r}")
+    elif name in _FLAGS:
         if not isinstance(value, bool):
             raise ConfigurationError(f"{key} must be True or False, not {value!r}")
     elif name in _TEXTS:

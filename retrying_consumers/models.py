@@ -362,3 +362,29 @@ class TaskAuditRecord(models.Model):
             "source": self.source,
             "detail": self.detail,
         }
+
+
+class ScheduleTick(models.Model):
+    """One tick of a periodic task, taken by the worker that enqueued its task.
+
+    The unique (schedule, tick) pair is the claim: whichever worker inserts the
+    row first enqueues the tick's task in the same transaction; every other
+    worker's insert fails, and it enqueues nothing.
+    """
+
+    schedule = models.CharField(max_length=100)
+    tick_at = models.DateTimeField()
+    task_id = models.UUIDField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-tick_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "tick_at"], name="rc_schedule_tick_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} at {self.tick_at.isoformat()}"

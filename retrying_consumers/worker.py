@@ -7,8 +7,9 @@ It replaces Channels' ``Worker`` under ``manage.py runworker``:
   one hoarding messages in memory.
 - **Poison messages** (no ``type``, an undecodable body, an unrouted channel) are
   logged once and dropped; the other channels keep running.
-- **Scheduler.** Every process rings due retries and lost rings, and takes back
-  attempts whose lease expired; the store decides which process does each.
+- **Scheduler.** Every process rings due retries and lost rings, takes back
+  attempts whose lease expired, and enqueues the due ticks of periodic tasks;
+  the store decides which process does each.
 - **Due retries first.** A retry that falls due in this process takes the next
   free slot of its channel, ahead of the rings waiting in the channel. If no slot
   of that channel frees up here for ``DUE_HOLD`` seconds (long attempts hold
@@ -47,6 +48,7 @@ from .models import TaskRecord, WorkerRecord
 from .recovery import arecover_lost
 from .retention import ResultExpiry, apurge_expired, result_expiries
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
+from .ticking import apurge_old_ticks, atick, declared
 from .writers import write_turn
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -195,6 +197,12 @@ class RetryingWorker:
         ]
         if hasattr(self.channel_layer, "group_add"):
             chores.append(asyncio.create_task(revoking.listen(self.channel_layer)))
+        if declared():  # a loop that touches no store would hide its outages
+            chores.append(
+                asyncio.create_task(
+                    self._every(self.config.scheduler_interval, self._tick)
+                )
+            )
         logger.info(
             "worker started: worker=%s channels=%s concurrency=%s",
             worker_id(),
@@ -481,7 +489,7 @@ class RetryingWorker:
     async def _every(self, interval: float, chore: Callable[[], Any]) -> None:
         while True:
             try:
-                await chore()
+                wait = await chore()
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -493,6 +501,9 @@ class RetryingWorker:
                     )
             else:
                 store_health.succeeded()
+                if isinstance(wait, float):  # the chore knows when it is due
+                    await asyncio.sleep(wait)
+                    continue
             # Jitter keeps many processes from scanning the store in lock-step.
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
 
@@ -507,6 +518,12 @@ class RetryingWorker:
         await aring_many(await followups.asweep(library_settings().ring_timeout))
         # Rate-limited in retention: once a minute.
         await apurge_expired(self._result_expiries())
+        await apurge_expired()  # rate-limited in retention: once a minute
+        await apurge_old_ticks()  # rate-limited: every 10 minutes
+
+    async def _tick(self) -> float:
+        """Enqueue the periodic tasks due; wake again at the next tick."""
+        return await atick(self.config.scheduler_interval)
 
     def _retrying_channels(self) -> list[str]:
         """This process's channels whose consumer is a RetryMixin one."""

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("retrying_consumers", "0004_task_audit"),
+        ("retrying_consumers", "0005_schedules"),
     ]
 
     operations = [

@@ -11,6 +11,7 @@ Subcommands::
     tasks backlog                                 tasks per channel and status
     tasks workers                                 registered worker processes
     tasks limits                                  limits per type, running, waiting
+    tasks schedules                               periodic tasks, next and last runs
 
 Every subcommand prints a table, or JSON with ``--json``. Bad arguments and
 unknown ids end with a message on standard error and a non-zero exit status.
@@ -26,8 +27,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
-from retrying_consumers import audit, limits, reports, retention, store
-from retrying_consumers.exceptions import TaskNotFound
+from retrying_consumers import audit, limits, reports, retention, store, ticking
+from retrying_consumers.exceptions import ConfigurationError, TaskNotFound
 from retrying_consumers.management.describe import (
     attempt_data,
     show_text,
@@ -90,6 +91,9 @@ class Command(BaseCommand):
         )
         workers = sub.add_parser("workers", help="Registered worker processes.")
         workers.add_argument("--live", action="store_true", help="Only live ones.")
+        sub.add_parser(
+            "schedules", help="Periodic tasks with their next and last runs."
+        )
         for subparser in sub.choices.values():
             subparser.add_argument(
                 "--json", action="store_true", help="Print JSON for scripts."
@@ -233,6 +237,33 @@ class Command(BaseCommand):
         self.emit(
             [w.as_dict() for w in found],
             table(headers, rows) if found else "no workers registered",
+        )
+
+    def do_schedules(self, options: dict[str, Any]) -> None:
+        """``tasks schedules``: periodic tasks, their next run and their last."""
+        try:
+            states = ticking.schedule_states()
+        except ConfigurationError as err:
+            raise CommandError(str(err)) from None
+        headers = ["name", "target", "when", "timezone", "catch up", "next run"]
+        headers += ["last run", "last task", "status"]
+        rows = [
+            [
+                s.schedule.name,
+                s.schedule.target,
+                s.schedule.expression,
+                s.schedule.timezone,
+                s.schedule.catch_up,
+                when(s.next_run),
+                when(s.last_tick),
+                str(s.last_task_id) if s.last_task_id else "-",
+                s.last_status or "-",
+            ]
+            for s in states
+        ]
+        self.emit(
+            [s.as_dict() for s in states],
+            table(headers, rows) if states else "no periodic tasks declared",
         )
 
     def _each(self, ids: list[str], act: Any, done_word: str) -> None:

@@ -1,0 +1,32 @@
+"""The schedules page: every periodic task, its next run and how its last went."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from retrying_consumers.exceptions import ConfigurationError
+from retrying_consumers.ticking import schedule_states
+
+#: Seconds between two refreshes of the page's table by its script.
+REFRESH_SECONDS = 5
+
+
+@login_required
+@user_passes_test(lambda user: user.is_staff)
+def schedules(request: HttpRequest) -> HttpResponse:
+    """Staff only: schedules are the deployment's, and their tasks nobody's.
+
+    ``?format=json`` gives the same rows as ``tasks schedules --json``.
+    """
+    try:
+        states = schedule_states()
+    except ConfigurationError as err:
+        problem, rows = str(err), []
+    else:
+        problem, rows = "", [state.as_dict() for state in states]
+    if request.GET.get("format") == "json":
+        return JsonResponse({"schedules": rows, "problem": problem})
+    context = {"schedules": rows, "problem": problem, "refresh": REFRESH_SECONDS}
+    return render(request, "realtime/schedules.html", context)
