@@ -1,12 +1,16 @@
-"""The schedules page: every periodic task, its next run and how its last went."""
+"""The schedules page: every periodic task, its next run and how its last went;
+and the limits per message type, with what runs and waits under each."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from retrying_consumers.exceptions import ConfigurationError
+from retrying_consumers.limits import declared_limits
 from retrying_consumers.ticking import schedule_states
 
 #: Seconds between two refreshes of the page's table by its script.
@@ -26,7 +30,13 @@ def schedules(request: HttpRequest) -> HttpResponse:
         problem, rows = str(err), []
     else:
         problem, rows = "", [state.as_dict() for state in states]
+    limits = [dataclasses.asdict(info) for info in declared_limits()]
     if request.GET.get("format") == "json":
-        return JsonResponse({"schedules": rows, "problem": problem})
-    context = {"schedules": rows, "problem": problem, "refresh": REFRESH_SECONDS}
+        return JsonResponse({"schedules": rows, "problem": problem, "limits": limits})
+    context = {
+        "schedules": rows,
+        "problem": problem,
+        "refresh": REFRESH_SECONDS,
+        "limits": limits,
+    }
     return render(request, "realtime/schedules.html", context)

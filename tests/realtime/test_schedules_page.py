@@ -84,3 +84,27 @@ def test_the_nav_links_to_the_page_for_staff_only() -> None:
         f'href="{url}"'
         not in client_for(staff=False).get(reverse("dashboard")).content.decode()
     )
+
+
+def test_the_page_lists_the_declared_limits_with_running_and_waiting(
+    settings: Any,
+) -> None:
+    from tests.retrying_consumers.ops_factories import make
+
+    settings.ASGI_APPLICATION = "tests.e2e.fault_app.application"
+    make("running", channel="fault-a", type="fault.limited")
+    make("queued", channel="fault-a", type="fault.limited")
+    page = client_for(staff=True).get(reverse("schedules"))
+    html = page.content.decode()
+    assert 'data-limit="fault-a:fault.limited"' in html
+    row = html.split('data-limit="fault-a:fault.limited"')[1].split("</tr>")[0]
+    assert [cell for cell in row.split("<td>")[1:]] == [
+        "fault-a</td>",
+        "<code>fault.limited</code></td>",
+        "5</td>",
+        "-</td>",
+        "1</td>",
+        "1</td>",
+    ]
+    limits = client_for(staff=False).get(reverse("schedules") + "?format=json")
+    assert limits.status_code == 302, "staff only"
