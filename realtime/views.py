@@ -16,7 +16,9 @@ from django.views.decorators.http import require_POST
 
 from realtime import queries
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
+from realtime.permissions import ACTION_PERMISSIONS, check_action, may_see_all
 from retrying_consumers import TaskNotFound, cancel, enqueue, retry_now
+from retrying_consumers.deletion import delete_finished
 from retrying_consumers.models import Status, TaskRecord
 
 staff_required = user_passes_test(lambda user: user.is_staff)
@@ -30,7 +32,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     channel = request.GET.get("channel", "")[:100]
     text = request.GET.get("q", "")[:200]
     tasks = queries.filtered_tasks(request.user, status, channel, text)
-    scope = "all" if request.user.is_staff else "mine"
+    scope = "all" if may_see_all(request.user) else "mine"
     context = {
         "tasks": tasks[: queries.LIST_LIMIT],
         "filters": {"status": status, "channel": channel, "q": text},
@@ -80,7 +82,10 @@ def start_example(request: HttpRequest) -> HttpResponse:
 @login_required
 @staff_required
 def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpResponse:
-    """Retry now, cancel or delete a task."""
+    """Retry now, cancel or delete a task (with the admin's permissions)."""
+    if action not in ACTION_PERMISSIONS:
+        raise Http404("unknown action")
+    check_action(request.user, action)
     try:
         if action == "retry":
             retry_now(task_id)
@@ -88,14 +93,14 @@ def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpRe
         elif action == "cancel":
             cancel(task_id, reason=f"cancelled by {request.user.get_username()}")
             messages.success(request, f"Task {task_id} cancelled.")
-        elif action == "delete":
-            deleted, _ = TaskRecord.objects.filter(pk=task_id).delete()
-            if not deleted:
+        else:
+            outcome = delete_finished([task_id])
+            if outcome.missing:
                 raise TaskNotFound(f"no task with id {task_id}")
+            if outcome.unfinished:
+                raise ValueError(f"Task {task_id} is not finished: cancel it first.")
             messages.success(request, f"Task {task_id} deleted.")
             return HttpResponseRedirect(reverse("dashboard"))
-        else:
-            raise Http404("unknown action")
     except TaskNotFound:
         raise Http404("no such task") from None
     except ValueError as err:

@@ -24,6 +24,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from . import producer
+from .deletion import delete_finished
 from .exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
 from .store import get_task
@@ -183,6 +184,28 @@ class TaskRecordAdmin(admin.ModelAdmin):
         if obj is not None and obj.status in ACTIVE:
             return False  # cancel it first: accepted work never vanishes silently
         return bool(super().has_delete_permission(request, obj))
+
+    def delete_model(self, request: HttpRequest, obj: TaskRecord) -> None:
+        """Delete one task if it is still finished (checked under a lock)."""
+        self._delete_finished(request, [obj.pk])
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
+    ) -> None:
+        """Delete the finished tasks of ``queryset``; unfinished ones stay."""
+        self._delete_finished(request, queryset.values_list("pk", flat=True))
+
+    def _delete_finished(self, request: HttpRequest, task_ids: Iterable[Any]) -> None:
+        # A task re-driven after the confirmation page was shown is refused
+        # here, at the moment of the delete, not only when it was chosen.
+        outcome = delete_finished(task_ids)
+        if outcome.unfinished:
+            self.message_user(
+                request,
+                f"{len(outcome.unfinished)} unfinished task(s) left alone; "
+                "cancel them first.",
+                messages.WARNING,
+            )
 
     def save_model(
         self, request: HttpRequest, obj: Any, form: Any, change: Any
