@@ -33,7 +33,9 @@ RETRYABLE = (Status.QUEUED, Status.RETRYING, Status.DEAD, Status.CANCELLED)
 
 
 def _pre(value: str) -> str:
-    return format_html('<pre style="white-space: pre-wrap">{}</pre>', value)
+    # A class, not a style attribute: the page's Content-Security-Policy may
+    # refuse inline styles.
+    return format_html('<pre class="rc-text">{}</pre>', value)
 
 
 def _json(value: Any) -> str:
@@ -112,6 +114,10 @@ class TaskRecordAdmin(admin.ModelAdmin):
     inlines = [AttemptInline]
     actions = ["retry_now", "cancel_tasks", "delete_selected"]
     change_form_template = "admin/retrying_consumers/taskrecord/change_form.html"
+
+    class Media:
+        css = {"all": ["retrying_consumers/admin.css"]}
+
     fieldsets = (
         (None, {"fields": ("id", "channel", "type", "status", "reason", "owner")}),
         (
