@@ -138,12 +138,32 @@ async def sample_handshakes(
     return times
 
 
+def run_setup(env: dict[str, str], tasks: int) -> dict[str, str]:
+    """Run the ``setup`` mode (this file as a script, so that the bench also
+    runs against an older checkout on ``PYTHONPATH``)."""
+    from bench.common import PYTHON
+    from project.devrun import BASE_DIR
+
+    result = subprocess.run(
+        [PYTHON, str(HERE), "setup", "--tasks", str(tasks)],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    answer: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
 def one_run(
     args: argparse.Namespace, env: dict[str, str], port: int, sessions: dict[str, str]
 ) -> dict[str, Any]:
     import psutil
 
     from bench.common import PYTHON
+    from project.devrun import BASE_DIR
 
     url, origin = f"ws://127.0.0.1:{port}/ws/tasks/", f"http://127.0.0.1:{port}"
     child = subprocess.Popen(
@@ -151,6 +171,7 @@ def one_run(
             *(PYTHON, str(HERE), "crowd", "--url", url, "--origin", origin),
             *("--session", sessions["crowd"], "--clients", str(args.crowd)),
         ],
+        cwd=BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -188,7 +209,6 @@ def main() -> None:
         percentile,
         print_table,
         raise_fd_limit,
-        run_module,
         stopping,
     )
     from bench.progress import start_daphne
@@ -197,13 +217,7 @@ def main() -> None:
     with Bench(capacity=100, keep=args.keep_logs) as bench:
         cap = str(args.cap or max(args.crowd, 1))
         env = bench.env(bench.sqlite(), REALTIME_MAX_SOCKETS_PER_USER=cap)
-        sessions = run_module(
-            "bench.handshake",
-            env,
-            ["setup", "--tasks", str(args.tasks)],
-            300,
-            bench.logs,
-        )
+        sessions = run_setup(env, args.tasks)
         daphne, port = start_daphne(bench, env)
         args.daphne_pid = daphne.pid
         p50, p99, worst, cpu = Series(), Series(), Series(), Series()
