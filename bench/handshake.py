@@ -119,23 +119,28 @@ async def crowd(args: argparse.Namespace) -> None:
 
 async def sample_handshakes(
     url: str, origin: str, session: str, samples: int
-) -> list[float]:
-    """Seconds from connect to hello, for ``samples`` handshakes in a row."""
-    times = []
+) -> tuple[list[float], int]:
+    """Seconds from connect to hello for ``samples`` handshakes in a row, and
+    how many failed (daphne drops a handshake it cannot finish in 5 s)."""
+    times, failed = [], 0
     for _ in range(samples):
         started = time.perf_counter()
-        ws = await websockets.connect(
-            url,
-            additional_headers={"Cookie": f"sessionid={session}", "Origin": origin},
-            ping_interval=None,
-            open_timeout=60,
-        )
-        hello = json.loads(await ws.recv())
-        times.append(time.perf_counter() - started)
-        assert hello["type"] == "hello", hello
-        await ws.close()
+        try:
+            ws = await websockets.connect(
+                url,
+                additional_headers={"Cookie": f"sessionid={session}", "Origin": origin},
+                ping_interval=None,
+                open_timeout=60,
+            )
+            hello = json.loads(await ws.recv())
+            assert hello["type"] == "hello", hello
+        except (OSError, websockets.WebSocketException):
+            failed += 1
+        else:
+            times.append(time.perf_counter() - started)
+            await ws.close()
         await asyncio.sleep(0.2)
-    return times
+    return times, failed
 
 
 def run_setup(env: dict[str, str], tasks: int) -> dict[str, str]:
@@ -182,14 +187,14 @@ def one_run(
         time.sleep(args.settle)  # the crowd's stats loops are running now
         daphne = psutil.Process(args.daphne_pid)
         daphne.cpu_percent()
-        times = asyncio.run(
+        times, failed = asyncio.run(
             sample_handshakes(url, origin, sessions["newcomer"], args.samples)
         )
         cpu = daphne.cpu_percent()
     finally:
         child.kill()
         child.wait()
-    return {"crowd": ready, "times": times, "cpu": cpu}
+    return {"crowd": ready, "times": times, "failed": failed, "cpu": cpu}
 
 
 def main() -> None:
@@ -220,19 +225,21 @@ def main() -> None:
         sessions = run_setup(env, args.tasks)
         daphne, port = start_daphne(bench, env)
         args.daphne_pid = daphne.pid
-        p50, p99, worst, cpu = Series(), Series(), Series(), Series()
+        p50, p99, worst, cpu, failed = (Series() for _ in range(5))
         with stopping([daphne]):
             for run in range(1, args.runs + 1):
                 answer = one_run(args, env, port, sessions)
                 times = [t * 1000 for t in answer["times"]]
-                p50.add(percentile(times, 50))
-                p99.add(percentile(times, 99))
-                worst.add(max(times))
+                p50.add(percentile(times, 50) if times else None)
+                p99.add(percentile(times, 99) if times else None)
+                worst.add(max(times, default=None))
                 cpu.add(answer["cpu"])
+                failed.add(answer["failed"])
                 print(
                     f"run {run}/{args.runs}: crowd {answer['crowd']}, handshake "
-                    f"p50 {percentile(times, 50):.0f} ms, max {max(times):.0f} ms, "
-                    f"daphne CPU {answer['cpu']:.0f}%",
+                    f"p50 {percentile(times, 50):.0f} ms, "
+                    f"max {max(times, default=float('nan')):.0f} ms, "
+                    f"{answer['failed']} failed, daphne CPU {answer['cpu']:.0f}%",
                     flush=True,
                 )
     print_table(
@@ -240,8 +247,14 @@ def main() -> None:
         f"subscribed to 'mine' ({args.tasks} tasks), one daphne, SQLite; "
         f"{args.samples} handshakes per run, median [min-max] of {args.runs} "
         f"run(s); open-file limit {limit}",
-        ["crowd", "handshake p50 ms", "p99 ms", "max ms", "daphne CPU %"],
-        [[str(args.crowd), p50.cell(), p99.cell(), worst.cell(), cpu.cell("{:.0f}")]],
+        ["crowd", "handshake p50 ms", "p99 ms", "max ms", "failed", "daphne CPU %"],
+        [
+            [
+                str(args.crowd),
+                *(p50.cell(), p99.cell(), worst.cell()),
+                *(failed.cell("{:.0f}"), cpu.cell("{:.0f}")),
+            ]
+        ],
     )
 
 

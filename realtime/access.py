@@ -113,14 +113,19 @@ class Sockets:
                 logger.exception("a websocket could not be re-checked")
 
     async def _recheck_forever(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(RECHECK_INTERVAL)
             try:
                 await self.recheck()
             except Exception:
-                # The database may be away for a while: keep the sockets and
-                # try again next time.
-                logger.warning("websocket re-check failed", exc_info=True)
+                # The database may be away for a while: keep the sockets, try
+                # again next time, and say so once per outage.
+                log = logger.debug if failing else logger.warning
+                log("websocket re-check failed", exc_info=True)
+                failing = True
+            else:
+                failing = False
 
 
 def resolve(

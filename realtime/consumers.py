@@ -62,7 +62,10 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.session_key: str | None = _session_key(self.scope)
-        self.sees_all = False
+        # Staff may watch anyone's task by id; the re-check keeps this current.
+        self.sees_all = bool(user.is_staff) and await database_sync_to_async(
+            may_see_all
+        )(user)
         self.closed = False
         self.budget = FrameBudget(FRAME_RATE, FRAME_BURST)
         self.throttled = False

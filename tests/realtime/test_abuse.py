@@ -277,3 +277,21 @@ async def test_withdrawn_rights_end_the_all_subscription(withdraw: str) -> None:
         assert (await comm.receive_json_from())["type"] == "stats"
     await still_usable(comm)
     await comm.disconnect()
+
+
+async def test_staff_watching_a_task_by_id_hear_it_while_they_may_see_it() -> None:
+    alice = await make_user("alice")
+    boss = await make_user("boss", "view_taskrecord", staff=True)
+    task = await make_task(alice)
+    comm = await connect(boss, await logged_in(boss))
+    await comm.send_json_to({"action": "subscribe", "tasks": [str(task.id)]})
+    assert [t["id"] for t in (await next_of(comm, "snapshot"))["tasks"]] == [
+        str(task.id)
+    ]
+    await apublish(task)
+    assert (await next_of(comm, "update"))["tasks"][0]["id"] == str(task.id)
+    await database_sync_to_async(boss.user_permissions.clear)()
+    await access.sockets_here().recheck()
+    await apublish(task)
+    assert await comm.receive_nothing(timeout=0.5)
+    await comm.disconnect()
