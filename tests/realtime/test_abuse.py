@@ -16,7 +16,7 @@ from django.contrib.auth.models import Permission
 from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
-from realtime import access, consumers, queries
+from realtime import access, consumers, queries, statsfeed
 from realtime.consumers import PingWorkerConsumer, RealtimeConsumer
 from realtime.protocol import FrameBudget, ProtocolError, parse_frame
 from retrying_consumers import store
@@ -192,6 +192,7 @@ async def test_stats_are_computed_once_per_view_not_per_socket(
         return real_stats(user, scope)
 
     monkeypatch.setattr(queries, "stats", counting_stats)
+    monkeypatch.setattr(statsfeed, "STATS_INTERVAL", 600.0)  # no periodic tick
     alice = await make_user("alice")
     boss = await make_user("boss", "view_taskrecord", staff=True)
     chief = await make_user("chief", "view_taskrecord", staff=True)
@@ -207,10 +208,9 @@ async def test_stats_are_computed_once_per_view_not_per_socket(
         assert (frame["scope"], frame["counters"]["queued"]) == ("mine", 1)
     for comm in staff:
         assert (await next_of(comm, "stats", skip=("snapshot",)))["scope"] == "all"
-    # Nine sockets, two views: each computed once (or again at its 2 s tick
-    # on a slow machine), never once per socket.
-    assert calls.count((alice.pk, "mine")) <= 2
-    assert len([c for c in calls if c[1] == "all"]) <= 2
+    # Nine sockets, two views: each computed once, not once per socket.
+    assert calls.count((alice.pk, "mine")) == 1
+    assert len([c for c in calls if c[1] == "all"]) == 1
     for comm in socks + staff:
         await comm.disconnect()
 
