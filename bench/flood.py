@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=300)
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args()
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     try:
         from bench.handshake import run_setup

@@ -165,7 +165,7 @@ def run_setup(env: dict[str, str], tasks: int) -> dict[str, str]:
 def one_run(
     args: argparse.Namespace, env: dict[str, str], port: int, sessions: dict[str, str]
 ) -> dict[str, Any]:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 
     from bench.common import PYTHON
     from project.devrun import BASE_DIR
