@@ -17,6 +17,7 @@ from pathlib import Path
 
 from honcho.manager import Manager
 
+from project.checks import DEV_PASSWORD, DEV_USER
 from project.config import (
     RUN_REDIS_FILE,
     ConfigError,
@@ -32,8 +33,6 @@ from retrying_consumers.testing.redis import (
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DEV_USER = "admin"
-DEV_PASSWORD = "admin"
 DEV_GRACE_PERIOD = 4.0
 
 

@@ -6,3 +6,10 @@ class RealtimeConfig(AppConfig):
 
     name = "realtime"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connects the logout receiver that closes a session's websockets.
+        from project import checks
+        from realtime import access  # noqa: F401
+
+        checks.register()

@@ -8,6 +8,12 @@ at once cannot flood the browser; the final state of a task watched by id goes
 out at once (at most one such early batch per ``FLUSH_INTERVAL``). Because
 groups may drop messages, every subscribe answers with a snapshot read from the
 store.
+
+Abuse is bounded (docs/websocket-protocol.md, "Limits"): each connection may
+send ``FRAME_RATE`` frames a second (``FRAME_BURST`` at once), a user may open
+a bounded number of sockets per process, stats are computed once per process
+per view (realtime/statsfeed.py), and a socket whose session ends or whose
+rights are withdrawn is closed or downgraded (realtime/access.py).
 """
 
 from __future__ import annotations
@@ -18,19 +24,32 @@ import uuid
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from realtime import queries
+from realtime.access import access_group, max_sockets_per_user, sockets_here
 from realtime.hub import hub_for
-from realtime.protocol import PROTOCOL_VERSION, ProtocolError, Request, parse_frame
+from realtime.permissions import may_see_all
+from realtime.protocol import (
+    PROTOCOL_VERSION,
+    FrameBudget,
+    ProtocolError,
+    Request,
+    parse_frame,
+)
+from realtime.statsfeed import StatsKey, feed_for, stats_key
 from retrying_consumers import RetryingAsyncConsumer
 from retrying_consumers.conf import worker_id
 from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
 from retrying_consumers.models import FINAL
 
 FLUSH_INTERVAL = 0.1
-STATS_INTERVAL = 2.0  # at least this often while subscribed to a scope
-STATS_MIN_INTERVAL = 0.5  # at most this often, however busy
+FRAME_RATE = 5.0  # client frames a second, on average
+FRAME_BURST = 20.0  # client frames at once
+#: Close codes (4000-4999 are the application's own).
+CLOSE_SESSION_ENDED = 4401
+CLOSE_TOO_MANY_SOCKETS = 4429
 
 
 class RealtimeConsumer(AsyncJsonWebsocketConsumer):
@@ -42,6 +61,14 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await self.close()  # refuses the handshake: HTTP 403
             return
         self.user = user
+        self.session_key: str | None = _session_key(self.scope)
+        # Staff may watch anyone's task by id; the re-check keeps this current.
+        self.sees_all = bool(user.is_staff) and await database_sync_to_async(
+            may_see_all
+        )(user)
+        self.closed = False
+        self.budget = FrameBudget(FRAME_RATE, FRAME_BURST)
+        self.throttled = False
         self.scopes: set[str] = set()
         self.task_ids: set[uuid.UUID] = set()
         self.pending: dict[str, dict[str, Any]] = {}
@@ -49,9 +76,19 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         self.last_flush = -FLUSH_INTERVAL
         self.flush_now = asyncio.Event()  # a watched task ended: no waiting
         self.last_early = -FLUSH_INTERVAL
-        self.stats_loop: asyncio.Task[None] | None = None
-        self.stats_due = asyncio.Event()
+        self.stats_watched: StatsKey | None = None
         await self.accept()
+        sockets = sockets_here()
+        if sockets.count(user.pk) >= max_sockets_per_user():
+            self.closed = True
+            await self.send_error(
+                "too_many_sockets",
+                f"At most {max_sockets_per_user()} open connections per user.",
+            )
+            await self.close(CLOSE_TOO_MANY_SOCKETS)
+            return
+        sockets.add(self)
+        await hub_for(self.channel_layer).join(access_group(user.pk), self)
         await self.send_json(
             {
                 "type": "hello",
@@ -62,16 +99,36 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        for job in (getattr(self, "flusher", None), getattr(self, "stats_loop", None)):
-            if job is not None:
-                job.cancel()
+        await self._detach()
+
+    async def _detach(self) -> None:
+        """Leave every group, feed and registry (once; also on a forced close)."""
+        if not hasattr(self, "user") or getattr(self, "detached", False):
+            return
+        self.detached = True
+        if self.flusher is not None:
+            self.flusher.cancel()
+        await self._watch_stats(None)
+        sockets_here().remove(self)
         hub = hub_for(self.channel_layer)
-        for group in self._groups():
+        for group in [*self._groups(), access_group(self.user.pk)]:
             await hub.leave(group, self)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
     ) -> None:
+        if getattr(self, "closed", True):
+            return
+        if not self.budget.take():
+            # One error frame per flood, not one per dropped frame.
+            if not self.throttled:
+                self.throttled = True
+                await self.send_error(
+                    "rate_limited",
+                    f"At most {FRAME_RATE:g} frames a second; frames are dropped.",
+                )
+            return
+        self.throttled = False
         try:
             request = parse_frame(text_data, bytes_data)
             await self.handle(request)
@@ -81,14 +138,21 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     async def handle(self, request: Request) -> None:
         """Act on one valid client frame."""
         if request.action == "ping":
-            await self.channel_layer.send(
-                PingWorkerConsumer.channel,
-                {
-                    "type": "ping.request",
-                    "reply_channel": self.channel_name,
-                    "id": request.id,
-                },
-            )
+            try:
+                await self.channel_layer.send(
+                    PingWorkerConsumer.channel,
+                    {
+                        "type": "ping.request",
+                        "reply_channel": self.channel_name,
+                        "id": request.id,
+                    },
+                )
+            except ChannelFull:
+                raise ProtocolError(
+                    "unavailable",
+                    "No worker is taking pings now; try again later.",
+                    request.id,
+                ) from None
         elif request.action == "subscribe":
             await self.subscribe(request)
         else:
@@ -97,10 +161,15 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
     async def subscribe(self, request: Request) -> None:
         """Join the groups asked for and send a snapshot from the store."""
         if request.scope is not None:
-            if request.scope == "all" and not self.user.is_staff:
-                raise ProtocolError(
-                    "forbidden", "Only staff may subscribe to all tasks.", request.id
-                )
+            if request.scope == "all":
+                self.sees_all = await database_sync_to_async(may_see_all)(self.user)
+                if not self.sees_all:
+                    raise ProtocolError(
+                        "forbidden",
+                        "Only staff with the view permission may subscribe to all "
+                        "tasks.",
+                        request.id,
+                    )
             self.scopes.add(request.scope)
             await hub_for(self.channel_layer).join(
                 self._scope_group(request.scope), self
@@ -109,7 +178,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
                 self.user, request.scope
             )
             await self._send_snapshot(request, tasks)
-            self._start_stats()
+            await self._watch_stats(self._stats_view())
             return
         found = await database_sync_to_async(queries.tasks_by_id)(
             self.user, request.tasks
@@ -134,6 +203,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             await hub_for(self.channel_layer).leave(
                 self._scope_group(request.scope), self
             )
+            await self._watch_stats(self._stats_view())
         for task_id in request.tasks:
             if task_id in self.task_ids:
                 self.task_ids.discard(task_id)
@@ -156,6 +226,37 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         if wanted and (self.flusher is None or self.flusher.done()):
             self.flusher = asyncio.create_task(self._flush_soon())
 
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        """Called by the hub when one of the user's sessions logged out."""
+        if event.get("session_key") in (None, self.session_key):
+            await self.end_session()
+
+    async def end_session(self) -> None:
+        """The session no longer logs this user in: say so and close."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.send_error("session_ended", "The session ended; log in again.")
+        await self.close(CLOSE_SESSION_ENDED)
+        await self._detach()
+
+    async def access_changed(self, user: Any, sees_all: bool) -> None:
+        """Called by the re-check with the user's current rights: a socket
+        that may no longer see every task loses its "all" subscription."""
+        self.user, self.sees_all = user, sees_all
+        if "all" in self.scopes and not sees_all:
+            self.scopes.discard("all")
+            await hub_for(self.channel_layer).leave(ALL_TASKS_GROUP, self)
+            await self._watch_stats(self._stats_view())
+            await self.send_error(
+                "forbidden", "You may no longer see all tasks; unsubscribed."
+            )
+
+    async def send_stats(self, frame: str) -> None:
+        """Called by the process's stats feed with a ready ``stats`` frame."""
+        if not self.closed:
+            await self.send(text_data=frame)
+
     async def ping_reply(self, message: dict[str, Any]) -> None:
         """Called when a worker answers a ping: forwards it to the browser."""
         await self.send_json(
@@ -169,11 +270,12 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         )
 
     def _wants(self, task: dict[str, Any]) -> bool:
-        if "all" in self.scopes and self.user.is_staff:
+        if "all" in self.scopes and self.sees_all:
             return True
-        if "mine" in self.scopes and task.get("owner_id") == self.user.pk:
+        own = task.get("owner_id") == self.user.pk
+        if "mine" in self.scopes and own:
             return True
-        return self._watched_by_id(task)
+        return (own or self.sees_all) and self._watched_by_id(task)
 
     def _watched_by_id(self, task: dict[str, Any]) -> bool:
         with contextlib.suppress(ValueError, TypeError):
@@ -206,7 +308,8 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             self.last_flush = loop.time()
             batch, self.pending = list(self.pending.values()), {}
             await self.send_json({"type": "update", "tasks": batch})
-            self.stats_due.set()  # counters follow changes without waiting
+            if self.stats_watched is not None:  # counters follow changes soon
+                feed_for(queries.stats).poke(self.stats_watched)
 
     async def _send_snapshot(
         self, request: Request, tasks: list[dict[str, Any]]
@@ -220,19 +323,21 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             }
         )
 
-    def _start_stats(self) -> None:
-        if self.stats_loop is None or self.stats_loop.done():
-            self.stats_loop = asyncio.create_task(self._send_stats())
+    def _stats_view(self) -> StatsKey | None:
+        if not self.scopes:
+            return None
+        return stats_key("all" if "all" in self.scopes else "mine", self.user)
 
-    async def _send_stats(self) -> None:
-        while self.scopes:
-            scope = "all" if "all" in self.scopes else "mine"
-            stats = await database_sync_to_async(queries.stats)(self.user, scope)
-            await self.send_json({"type": "stats", "scope": scope, **stats})
-            self.stats_due.clear()
-            await asyncio.sleep(STATS_MIN_INTERVAL)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stats_due.wait(), STATS_INTERVAL)
+    async def _watch_stats(self, key: StatsKey | None) -> None:
+        """Get the stats of ``key`` (a scope's view) from the process's feed."""
+        if key == self.stats_watched:
+            return
+        feed = feed_for(queries.stats)
+        if self.stats_watched is not None:
+            feed.unwatch(self.stats_watched, self)
+        self.stats_watched = key
+        if key is not None:
+            await feed.watch(key, self.user, self)
 
     def _scope_group(self, scope: str) -> str:
         return ALL_TASKS_GROUP if scope == "all" else user_group(self.user.pk)
@@ -259,3 +364,9 @@ class PingWorkerConsumer(RetryingAsyncConsumer):
             message["reply_channel"],
             {"type": "ping.reply", "id": message["id"], "worker": worker_id()},
         )
+
+
+def _session_key(scope: dict[str, Any]) -> str | None:
+    session = scope.get("session")
+    key = getattr(session, "session_key", None) if session is not None else None
+    return key if isinstance(key, str) else None

@@ -8,7 +8,9 @@ that one or more of its websockets watch. It takes one copy and hands it to
 every local websocket that watches that group, in memory.
 
 Events name the group they were sent to (``"group"``); a message without one
-goes to every local listener, which filters it as before.
+goes to every local listener, which filters it as before. A ``session.ended``
+message (a logout, see realtime/access.py) goes to the listeners'
+``session_ended``, every other one to their ``task_updates``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ logger = logging.getLogger("realtime.hub")
 MAX_BACKOFF = 5.0
 
 
+#: The one message type that is not a task event: a user's session ended
+#: (see realtime/access.py); it goes to ``session_ended``.
+SESSION_ENDED = "session.ended"
+
+
 class Listener(Protocol):
     async def task_updates(self, event: dict[str, Any]) -> None: ...
+
+    async def session_ended(self, event: dict[str, Any]) -> None: ...
 
 
 class Hub:
@@ -97,7 +106,10 @@ class Hub:
             listeners = set().union(*self.members.values()) if self.members else set()
         for listener in listeners:
             try:
-                await listener.task_updates(message)
+                if message.get("type") == SESSION_ENDED:
+                    await listener.session_ended(message)
+                else:
+                    await listener.task_updates(message)
             except Exception:
                 logger.exception("a websocket could not take a task event")
 

@@ -7,7 +7,9 @@ an error code; the consumer answers with an error frame and keeps the socket.
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +17,8 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16_384
 MAX_TASK_IDS = 200
 SCOPES = ("mine", "all")
+#: Integer ids travel through msgpack to the ping worker: signed 64 bits.
+MIN_INT_ID, MAX_INT_ID = -(2**63), 2**63 - 1
 ACTIONS = ("subscribe", "unsubscribe", "ping")
 
 
@@ -52,6 +56,8 @@ def parse_frame(text: str | None, data: bytes | None) -> Request:
         content = json.loads(text)
     except ValueError:
         raise ProtocolError("invalid_json", "The frame is not valid JSON.") from None
+    except RecursionError:
+        raise ProtocolError("too_deep", "The frame is nested too deeply.") from None
     if not isinstance(content, dict):
         raise ProtocolError("bad_frame", "A frame must be a JSON object.")
     return parse_request(content)
@@ -64,6 +70,8 @@ def parse_request(content: dict[str, Any]) -> Request:
         isinstance(request_id, bool) or not isinstance(request_id, str | int)
     ):
         raise ProtocolError("bad_field", "'id' must be a string or an integer.")
+    if isinstance(request_id, int) and not MIN_INT_ID <= request_id <= MAX_INT_ID:
+        raise ProtocolError("bad_field", "An integer 'id' must fit in 64 bits.")
     action = content.get("action")
     if action not in ACTIONS:
         raise ProtocolError(
@@ -105,3 +113,30 @@ def _task_ids(tasks: Any, request_id: Any) -> tuple[uuid.UUID, ...]:
                 "bad_field", f"{item!r} is not a task id.", request_id
             ) from None
     return tuple(dict.fromkeys(ids))
+
+
+class FrameBudget:
+    """A token bucket: at most ``rate`` frames a second, ``burst`` at once.
+
+    Checked before a frame is parsed, so a flood costs the server a counter
+    per frame, not a query. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.at = clock()
+
+    def take(self) -> bool:
+        """Spend one frame's token; False when none is left."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True

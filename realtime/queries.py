@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
+from realtime.permissions import may_see_all
 from retrying_consumers import reports
 from retrying_consumers.models import (
     ACTIVE,
@@ -25,9 +26,10 @@ LIST_LIMIT = 100
 
 
 def visible_tasks(user: Any) -> QuerySet[TaskRecord]:
-    """Every task ``user`` may see: staff see all, others their own."""
+    """Every task ``user`` may see: staff with the admin's view (or change)
+    permission see all, others their own."""
     tasks = TaskRecord.objects.all()
-    return tasks if user.is_staff else tasks.filter(owner_id=user.pk)
+    return tasks if may_see_all(user) else tasks.filter(owner_id=user.pk)
 
 
 def filtered_tasks(

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from realtime import queries, task_page
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
+from realtime.permissions import ACTION_PERMISSIONS, check_action, may_see_all
 from retrying_consumers import TaskNotFound, audit, enqueue
 from retrying_consumers.models import Status, TaskRecord
 
@@ -29,7 +30,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     channel = request.GET.get("channel", "")[:100]
     text = request.GET.get("q", "")[:200]
     tasks = queries.filtered_tasks(request.user, status, channel, text)
-    scope = "all" if request.user.is_staff else "mine"
+    scope = "all" if may_see_all(request.user) else "mine"
     context = {
         "tasks": tasks[: queries.LIST_LIMIT],
         "filters": {"status": status, "channel": channel, "q": text},
@@ -72,7 +73,10 @@ def start_example(request: HttpRequest) -> HttpResponse:
 @login_required
 @staff_required
 def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpResponse:
-    """Retry now, cancel or delete a task."""
+    """Retry now, cancel or delete a task (with the admin's permissions)."""
+    if action not in ACTION_PERMISSIONS:
+        raise Http404("unknown action")
+    check_action(request.user, action)
     try:
         if action == "retry":
             audit.retry_now(task_id, audit.Actor.of(request.user, "page"))
@@ -84,8 +88,6 @@ def task_action(request: HttpRequest, task_id: uuid.UUID, action: str) -> HttpRe
             audit.delete(task_id, audit.Actor.of(request.user, "page"))
             messages.success(request, f"Task {task_id} deleted.")
             return HttpResponseRedirect(reverse("dashboard"))
-        else:
-            raise Http404("unknown action")
     except TaskNotFound:
         raise Http404("no such task") from None
     except ValueError as err:

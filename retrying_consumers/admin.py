@@ -24,6 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from . import audit, audit_admin, followups_admin, schedule_admin  # noqa: F401
+from .deletion import delete_finished
 from .exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
 from .store import get_task
@@ -32,7 +33,9 @@ RETRYABLE = (Status.QUEUED, Status.RETRYING, Status.DEAD, Status.CANCELLED)
 
 
 def _pre(value: str) -> str:
-    return format_html('<pre style="white-space: pre-wrap">{}</pre>', value)
+    # A class, not a style attribute: the page's Content-Security-Policy may
+    # refuse inline styles.
+    return format_html('<pre class="rc-text">{}</pre>', value)
 
 
 def _json(value: Any) -> str:
@@ -111,6 +114,10 @@ class TaskRecordAdmin(admin.ModelAdmin):
     inlines = [AttemptInline]
     actions = ["retry_now", "cancel_tasks", "delete_selected"]
     change_form_template = "admin/retrying_consumers/taskrecord/change_form.html"
+
+    class Media:
+        css = {"all": ["retrying_consumers/admin.css"]}
+
     fieldsets = (
         (None, {"fields": ("id", "channel", "type", "status", "reason", "owner")}),
         (
@@ -214,21 +221,32 @@ class TaskRecordAdmin(admin.ModelAdmin):
             return False  # cancel it first: accepted work never vanishes silently
         return bool(super().has_delete_permission(request, obj))
 
-    def save_model(
-        self, request: HttpRequest, obj: Any, form: Any, change: Any
-    ) -> None:
-        """Nothing to save: every field is read-only (a save would race workers)."""
-
     def delete_model(self, request: HttpRequest, obj: TaskRecord) -> None:
-        audit.recorded(obj, _actor(request))
-        super().delete_model(request, obj)
+        """Delete one task if it is still finished (checked under a lock)."""
+        self._delete_finished(request, [obj.pk])
 
     def delete_queryset(
         self, request: HttpRequest, queryset: QuerySet[TaskRecord]
     ) -> None:
-        for task in queryset:
-            audit.recorded(task, _actor(request))
-        super().delete_queryset(request, queryset)
+        """Delete the finished tasks of ``queryset``; unfinished ones stay."""
+        self._delete_finished(request, queryset.values_list("pk", flat=True))
+
+    def _delete_finished(self, request: HttpRequest, task_ids: Iterable[Any]) -> None:
+        # A task re-driven after the confirmation page was shown is refused
+        # here, at the moment of the delete, not only when it was chosen.
+        outcome = delete_finished(task_ids, by=_actor(request))
+        if outcome.unfinished:
+            self.message_user(
+                request,
+                f"{len(outcome.unfinished)} unfinished task(s) left alone; "
+                "cancel them first.",
+                messages.WARNING,
+            )
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: Any, change: Any
+    ) -> None:
+        """Nothing to save: every field is read-only (a save would race workers)."""
 
     # Actions -------------------------------------------------------------------
 

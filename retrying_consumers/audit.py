@@ -152,20 +152,29 @@ def cancel(task_id: uuid.UUID | str, by: Actor, reason: str = "") -> TaskRecord:
 
 
 def delete(task_id: uuid.UUID | str, by: Actor) -> TaskRecord:
-    """Delete a task and its attempts; its trail stays. Returns the deleted task.
+    """Delete a finished task and its attempts; its trail stays. Returns the
+    deleted task.
 
-    Raises :class:`TaskNotFound` if there is no such task.
+    Raises :class:`TaskNotFound` if there is no such task, and ``ValueError``
+    if it is unfinished (cancel it first: accepted work never vanishes).
     """
+    from .deletion import delete_finished
+
     with writing():
         try:
-            task = TaskRecord.objects.select_for_update().get(pk=task_id)
+            last = TaskRecord.objects.select_for_update().get(pk=task_id)
         except TaskRecord.DoesNotExist:
             raise TaskNotFound(f"no task with id {task_id}") from None
-        recorded(task, by)
-        last = copy.copy(task)  # delete() forgets the primary key
-        task.delete()
-        _announce(last, deleted=True)
+        outcome = delete_finished([last.pk], by=by)
+    if outcome.unfinished:
+        raise ValueError(f"Task {task_id} is not finished: cancel it first.")
     return last
+
+
+def announce_deleted(task: TaskRecord) -> None:
+    """Tell the task's open pages, once the deletion commits, that it is gone."""
+    last = copy.copy(task)  # delete() forgets the primary key
+    _announce(last, deleted=True)
 
 
 def recorded(task: TaskRecord, by: Actor) -> TaskAuditRecord:

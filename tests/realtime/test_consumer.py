@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, Permission
 
 from realtime import consumers
 from realtime.consumers import RealtimeConsumer
@@ -26,7 +26,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @database_sync_to_async
 def make_user(name: str, staff: bool = False) -> Any:
-    return get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    """A user; staff here may see every task (the view permission)."""
+    user = get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    if staff:
+        user.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
+    return user
 
 
 @database_sync_to_async

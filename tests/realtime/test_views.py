@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
@@ -21,7 +22,14 @@ def _redis(redis_client: Any) -> None:
 
 
 def user(name: str, staff: bool = False) -> Any:
-    return get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    """A user; staff here hold every task permission (tests/realtime/
+    test_permissions.py covers staff without them)."""
+    made = get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    if staff:
+        made.user_permissions.add(
+            *Permission.objects.filter(content_type__model="taskrecord")
+        )
+    return made
 
 
 def client_for(who: Any, csrf: bool = False) -> Client:
@@ -125,6 +133,9 @@ def test_staff_cancel_retry_and_delete() -> None:
     assert cancelled.reason.startswith("cancelled by boss at ")
     client.post(reverse("task-action", args=[record.id, "retry"]))
     assert TaskRecord.objects.get(pk=record.pk).status == Status.QUEUED
+    client.post(reverse("task-action", args=[record.id, "delete"]))
+    assert TaskRecord.objects.filter(pk=record.pk).exists()  # unfinished: kept
+    client.post(reverse("task-action", args=[record.id, "cancel"]))
     client.post(reverse("task-action", args=[record.id, "delete"]))
     assert not TaskRecord.objects.filter(pk=record.pk).exists()
 
