@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from playwright.sync_api import Page, expect
 
 from retrying_consumers import audit, enqueue
@@ -33,9 +34,13 @@ SECOND_PRECISION = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
 @pytest.fixture
 def ops() -> Any:
-    return get_user_model().objects.create_user(
+    made = get_user_model().objects.create_user(
         "ops", password="pw-ops-2026", is_staff=True
     )
+    made.user_permissions.add(
+        *Permission.objects.filter(content_type__model="taskrecord")
+    )
+    return made
 
 
 @pytest.fixture

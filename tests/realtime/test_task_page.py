@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -24,7 +25,13 @@ MOMENT = datetime(2026, 12, 3, 14, 2, 3, 456000, tzinfo=UTC)
 
 
 def user(name: str, staff: bool = False) -> Any:
-    return get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    """A user; staff here hold every task permission."""
+    made = get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    if staff:
+        made.user_permissions.add(
+            *Permission.objects.filter(content_type__model="taskrecord")
+        )
+    return made
 
 
 def client_for(who: Any) -> Client:
