@@ -1,10 +1,11 @@
 from django.urls import path
 
-from realtime import views
+from realtime import progress_example, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("tasks/<uuid:task_id>/", views.task_detail, name="task-detail"),
     path("tasks/<uuid:task_id>/<str:action>/", views.task_action, name="task-action"),
     path("examples/start/", views.start_example, name="start-example"),
+    path("progress/", progress_example.progress_page, name="progress-example"),
 ]
