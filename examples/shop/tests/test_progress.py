@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import realtime.routing
-from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
@@ -54,9 +53,17 @@ def test_the_script_ships_in_the_package() -> None:
     assert "window.TaskProgress" in script.read_text()
 
 
-async def test_the_websocket_route_gives_the_owner_the_result() -> None:
-    alice = await database_sync_to_async(make_user)("alice")
-    task_id = await database_sync_to_async(start_receipt)(alice)
+@pytest.fixture
+def receipt() -> tuple[Any, str]:
+    """Alice and her receipt task, which EAGER mode has already run."""
+    alice = make_user("alice")
+    return alice, start_receipt(alice)
+
+
+async def test_the_websocket_route_gives_the_owner_the_result(
+    receipt: tuple[Any, str],
+) -> None:
+    alice, task_id = receipt
     app = URLRouter(realtime.routing.websocket_urlpatterns)
     comm = WebsocketCommunicator(app, "/ws/tasks/")
     comm.scope["user"] = alice
