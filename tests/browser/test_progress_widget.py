@@ -29,20 +29,38 @@ from tests.processes import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-# Records every value the first widget's bar takes, and each widget event.
-RECORD = """() => {
-  window.seen = {values: [], events: []};
-  const bar = document.querySelector('#tasks li [role="progressbar"]');
-  new MutationObserver(() => {
-    window.seen.values.push(bar.getAttribute('aria-valuenow'));
-  }).observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
-  for (const name of ['progress', 'retry', 'success', 'failure']) {
-    document.addEventListener('task-progress:' + name, (event) => {
-      window.seen.events.push({name: name, result: event.detail.result});
+# Installed before any page script runs, so that nothing is missed: every value
+# a widget's bar takes and every widget event, with what the element showed as
+# the event fired (it renders before it dispatches), by task id.
+RECORD = """
+window.seen = {values: [], events: []};
+const shownPart = (element, part) => {
+  const node = element.querySelector('[data-part="' + part + '"]');
+  return node.closest('[hidden]') ? null : node.textContent;
+};
+new MutationObserver((changes) => {
+  for (const change of changes) {
+    const widget = change.target.closest('[data-rc-progress]');
+    window.seen.values.push({
+      id: widget && widget.dataset.taskId,
+      value: change.target.getAttribute('aria-valuenow'),
     });
   }
-  window.notReloaded = true;
-}"""
+}).observe(document, {
+  attributes: true, subtree: true, attributeFilter: ['aria-valuenow'],
+});
+for (const name of ['progress', 'retry', 'success', 'failure']) {
+  document.addEventListener('task-progress:' + name, (event) => {
+    const shown = {};
+    for (const part of ['status', 'attempt', 'countdown', 'error']) {
+      shown[part] = shownPart(event.target, part);
+    }
+    window.seen.events.push({
+      name: name, id: event.detail.task.id, result: event.detail.result, shown,
+    });
+  });
+}
+"""
 
 
 class Live:
@@ -77,39 +95,55 @@ def newest(page: Page) -> Locator:
 
 
 def start(page: Page, button: str) -> Locator:
-    page.get_by_role("button", name=re.compile(button)).click()
+    """Start a task with ``button`` (the page reloads once); its widget."""
+    with page.expect_navigation():
+        page.get_by_role("button", name=re.compile(button)).click()
     widget = newest(page)
     expect(widget).to_have_attribute("data-task-id", re.compile(".+"))
     expect(widget).to_have_attribute("data-connection", "ready")
-    page.evaluate(RECORD)
+    page.evaluate("window.notReloaded = true")  # gone if the page reloads
     return widget
 
 
-def seen(page: Page) -> dict[str, Any]:
-    result: dict[str, Any] = page.evaluate("window.seen")
-    return result
+def seen(page: Page, widget: Locator) -> dict[str, list[Any]]:
+    """The values and events recorded for ``widget``'s task."""
+    task_id = widget.get_attribute("data-task-id")
+    recorded = page.evaluate("window.seen")
+    return {
+        kind: [item for item in items if item["id"] == task_id]
+        for kind, items in recorded.items()
+    }
+
+
+def events(page: Page, widget: Locator, name: str) -> list[dict[str, Any]]:
+    return [e for e in seen(page, widget)["events"] if e["name"] == name]
+
+
+def new_page(browser_or_context: Any) -> Page:
+    page: Page = browser_or_context.new_page()
+    page.set_default_timeout(20_000)
+    page.add_init_script(RECORD)
+    return page
 
 
 def test_the_bar_moves_without_a_reload_and_the_result_arrives(
     browser: Any, live: tuple[Live, Any], output_dir: Path
 ) -> None:
     server, _ = live
-    page = browser.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser)
     log_in(page, server.base)
     widget = start(page, "Export")
     bar = widget.get_by_role("progressbar")
-    expect(widget).to_have_attribute("data-status", "running")
     expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^([1-9]\d?)$"))
     page.screenshot(path=str(output_dir / "progress-widget-running.png"))
     expect(widget.locator("[data-part=status]")).to_have_text("Done")
     expect(bar).to_have_attribute("aria-valuenow", "100")
     expect(widget.locator("[data-part=attempt]")).to_have_text("attempt 1 of 2")
-    values = [int(v) for v in seen(page)["values"] if v is not None]
+    values = [int(v["value"]) for v in seen(page, widget)["values"] if v["value"]]
     assert values == sorted(values), values
     assert len({v for v in values if 0 < v < 100}) >= 2, values
-    wait_until(lambda: any(e["name"] == "success" for e in seen(page)["events"]))
-    assert [e["result"] for e in seen(page)["events"] if e["name"] == "success"] == [20]
+    wait_until(lambda: events(page, widget, "success"))
+    assert [e["result"] for e in events(page, widget, "success")] == [20]
     assert page.evaluate("window.notReloaded") is True
     page.screenshot(path=str(output_dir / "progress-widget-done.png"))
 
@@ -118,22 +152,20 @@ def test_a_retry_shows_its_countdown_and_a_death_its_error(
     browser: Any, live: tuple[Live, Any]
 ) -> None:
     server, _ = live
-    page = browser.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser)
     log_in(page, server.base)
     widget = start(page, "Sync")
-    expect(widget.locator("[data-part=status]")).to_have_text("Waiting to retry")
-    expect(widget.locator("[data-part=attempt]")).to_have_text("attempt 1 of 3")
-    countdown = widget.locator("time[data-part=countdown]")
-    expect(countdown).to_be_visible()
-    expect(countdown).to_have_text(re.compile(r"^(in \d+ s|now)$"))
-    expect(widget.locator("[data-part=error]")).to_contain_text("TransientError")
+    wait_until(lambda: events(page, widget, "retry"), 20, "the retry")
+    [retry] = [e["shown"] for e in events(page, widget, "retry")]
+    assert retry["status"] == "Waiting to retry"
+    assert retry["attempt"] == "attempt 1 of 3"
+    assert re.fullmatch(r"in \d+ s|now", retry["countdown"]), retry
+    assert retry["error"].startswith("TransientError: service unavailable"), retry
     expect(widget.locator("[data-part=status]")).to_have_text("Done")
     expect(widget.locator("[data-part=attempt]")).to_have_text("attempt 2 of 3")
-    expect(countdown).to_be_hidden()
+    expect(widget.locator("time[data-part=countdown]")).to_be_hidden()
     expect(widget.locator("[data-part=error]")).to_be_hidden()
-    names = [e["name"] for e in seen(page)["events"]]
-    assert "retry" in names and names[-1] == "success", names
+    wait_until(lambda: events(page, widget, "success"))
 
     widget = start(page, "Import")
     expect(widget.locator("[data-part=status]")).to_have_text("Failed", timeout=30_000)
@@ -141,32 +173,31 @@ def test_a_retry_shows_its_countdown_and_a_death_its_error(
     expect(widget.locator("[data-part=error]")).to_contain_text(
         "PermanentError: upstream rejected the request (attempt 3)"
     )
-    assert [e["name"] for e in seen(page)["events"]].count("failure") == 1
+    assert len(events(page, widget, "retry")) == 2
+    [failure] = [e["shown"] for e in events(page, widget, "failure")]
+    assert (failure["status"], failure["countdown"]) == ("Failed", None)
     assert page.evaluate("window.notReloaded") is True
 
 
 def test_two_tabs_agree(browser: Any, live: tuple[Live, Any]) -> None:
     server, _ = live
     context = browser.new_context()
-    first, second = context.new_page(), context.new_page()
-    for page in (first, second):
-        page.set_default_timeout(20_000)
+    first, second = new_page(context), new_page(context)
     log_in(first, server.base)
     start(first, "Export")
     second.goto(server.base + "/progress/")
-    second.evaluate(RECORD)
     widgets = [newest(first), newest(second)]
-    ids = {w.get_attribute("data-task-id") for w in widgets}
-    assert len(ids) == 1
+    assert len({w.get_attribute("data-task-id") for w in widgets}) == 1
     for widget in widgets:
         expect(widget.get_by_role("progressbar")).to_have_attribute(
             "aria-valuenow", re.compile(r"^([1-9]\d?)$")
         )
     for widget in widgets:
         expect(widget.locator("[data-part=status]")).to_have_text("Done")
-    texts = [w.inner_text() for w in widgets]
-    assert texts[0] == texts[1]
-    assert all(seen(page)["values"] for page in (first, second))
+    assert widgets[0].inner_text() == widgets[1].inner_text()
+    for page, widget in zip((first, second), widgets, strict=True):
+        wait_until(lambda p=page, w=widget: events(p, w, "success"))
+        assert [e["result"] for e in events(page, widget, "success")] == [20]
     context.close()
 
 
@@ -174,18 +205,20 @@ def test_after_daphne_restarts_the_page_resyncs_from_the_snapshot(
     browser: Any, live: tuple[Live, Any], tmp_path: Path
 ) -> None:
     server, user = live
-    page = browser.new_page()
-    page.set_default_timeout(20_000)
+    page = new_page(browser)
     log_in(page, server.base)
-    task_id = enqueue("examples", "example.long", {"steps": 16}, user=user)
+    task_id = enqueue("examples", "example.long", {"steps": 24}, user=user)
     page.reload()
+    page.evaluate("window.notReloaded = true")
     widget = newest(page)
     expect(widget).to_have_attribute("data-task-id", str(task_id))
-    page.evaluate(RECORD)
     bar = widget.get_by_role("progressbar")
     expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^([1-9]\d?)$"))
 
-    server.children[0].stop()
+    # Killed, not stopped: a graceful stop may outlast the task, whose end
+    # would then reach the page before its socket closed.
+    server.children[0].process.kill()
+    server.children[0].process.wait()
     expect(widget).to_have_attribute("data-connection", "closed")
     before = bar.get_attribute("aria-valuenow")
     # The task ends while no server can tell the page: only the snapshot can.
@@ -201,7 +234,8 @@ def test_after_daphne_restarts_the_page_resyncs_from_the_snapshot(
     expect(widget).to_have_attribute("data-connection", "ready", timeout=40_000)
     expect(widget.locator("[data-part=status]")).to_have_text("Done")
     expect(bar).to_have_attribute("aria-valuenow", "100")
-    wait_until(lambda: any(e["name"] == "success" for e in seen(page)["events"]))
+    wait_until(lambda: events(page, widget, "success"))
+    assert [e["result"] for e in events(page, widget, "success")] == [24]
     assert page.evaluate("window.notReloaded") is True
 
 
