@@ -270,3 +270,25 @@ def restart_daphne(server: Live, log_dir: Path) -> Child:
     )
     assert child.alive(), child.output()
     return child
+
+
+def test_without_javascript_the_element_shows_the_state_at_render(
+    browser: Any, live: tuple[Live, Any]
+) -> None:
+    server, user = live
+    task_id = enqueue("examples", "example.long", {"steps": 8}, user=user)
+    wait_until(
+        lambda: TaskRecord.objects.get(pk=task_id).status == Status.SUCCEEDED,
+        20,
+        "the task to succeed",
+    )
+    context = browser.new_context(java_script_enabled=False)
+    page = new_page(context)
+    log_in(page, server.base)
+    widget = newest(page)
+    expect(widget).to_have_attribute("data-task-id", str(task_id))
+    expect(widget.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(widget.locator("[data-part=status]")).to_have_text("Done")
+    expect(widget.locator("[data-part=attempt]")).to_have_text("attempt 1 of 2")
+    assert widget.get_attribute("data-connection") is None  # no script ran
+    context.close()
