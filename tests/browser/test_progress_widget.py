@@ -176,6 +176,8 @@ def test_a_retry_shows_its_countdown_and_a_death_its_error(
     expect(widget.locator("[data-part=error]")).to_be_hidden()
     wait_until(lambda: events(page, widget, "success"))
 
+    sockets: list[str] = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
     widget = start(page, "Import")
     expect(widget.locator("[data-part=status]")).to_have_text("Failed", timeout=30_000)
     expect(widget.locator("[data-part=attempt]")).to_have_text("attempt 3 of 3")
@@ -183,6 +185,9 @@ def test_a_retry_shows_its_countdown_and_a_death_its_error(
         "PermanentError: upstream rejected the request (attempt 3)"
     )
     assert len(events(page, widget, "retry")) == 2
+    # Both tasks on the page, watched over one socket.
+    expect(page.locator("[data-rc-progress][data-connection=ready]")).to_have_count(2)
+    assert len(sockets) == 1, sockets
     [failure] = [e["shown"] for e in events(page, widget, "failure")]
     assert (failure["status"], failure["countdown"]) == ("Failed", None)
     assert page.evaluate("window.notReloaded") is True
