@@ -1,14 +1,11 @@
 """Websocket URL routes and worker channel routes of the project."""
 
-from django.urls import path
-
-from realtime.consumers import PingWorkerConsumer, RealtimeConsumer
+from realtime.consumers import PingWorkerConsumer
 from realtime.examples import EXAMPLES_CHANNEL, ExampleTasksConsumer
+from realtime.routing import websocket_urlpatterns
 from retrying_consumers.tasks_consumer import django_task_routes
 
-WEBSOCKET_ROUTES = [
-    path("ws/tasks/", RealtimeConsumer.as_asgi()),
-]
+WEBSOCKET_ROUTES = [*websocket_urlpatterns]
 
 CHANNEL_ROUTES = {
     # Every queue of every ChannelsBackend in settings.TASKS (Django's @task).

@@ -187,7 +187,9 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
         for task_id in found:
             self.task_ids.add(task_id)
             await hub_for(self.channel_layer).join(task_group(task_id), self)
-        await self._send_snapshot(request, queries.task_events(found.values()))
+        await self._send_snapshot(
+            request, queries.task_events(found.values(), with_result=True)
+        )
         if missing:
             # The same answer for unknown ids and other people's tasks.
             raise ProtocolError(

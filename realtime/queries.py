@@ -50,9 +50,19 @@ def filtered_tasks(
     return tasks.order_by("-created_at")
 
 
-def task_events(tasks: Iterable[TaskRecord]) -> list[dict[str, Any]]:
-    """Tasks as the websocket sends them."""
-    return [task.to_event() for task in tasks]
+def task_events(
+    tasks: Iterable[TaskRecord], *, with_result: bool = False
+) -> list[dict[str, Any]]:
+    """Tasks as the websocket sends them; ``with_result`` adds each succeeded
+    task's stored ``result`` (for tasks watched by id, never for a scope's list).
+    """
+    events = []
+    for task in tasks:
+        event = task.to_event()
+        if with_result and task.status == Status.SUCCEEDED:
+            event["result"] = task.result
+        events.append(event)
+    return events
 
 
 def snapshot(user: Any, scope: str) -> list[dict[str, Any]]:

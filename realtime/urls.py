@@ -1,6 +1,7 @@
 from django.urls import path
 
-from realtime import schedules, task_page, views
+
+from realtime import progress_example, schedules, task_page, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -9,4 +10,5 @@ urlpatterns = [
     path("tasks/<uuid:task_id>/<str:action>/", views.task_action, name="task-action"),
     path("examples/start/", views.start_example, name="start-example"),
     path("schedules/", schedules.schedules, name="schedules"),
+    path("progress/", progress_example.progress_page, name="progress-example"),
 ]

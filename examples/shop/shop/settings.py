@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "retrying_consumers",  # before "channels": its runworker must win
     "channels",
     "orders",
+    "realtime",  # /ws/tasks/ and {% task_progress %}: docs/progress-widget.md
 ]
 
 MIDDLEWARE = [

@@ -8,5 +8,6 @@ from orders import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("orders/<int:order_id>/receipt/", views.send_receipt_view),
+    path("receipts/<uuid:task_id>/", views.receipt_progress_view),
     path("", include("retrying_consumers.urls")),  # /metrics
 ]
