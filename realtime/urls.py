@@ -1,6 +1,5 @@
 from django.urls import path
 
-
 from realtime import progress_example, schedules, task_page, views
 
 urlpatterns = [
