@@ -6,5 +6,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("tasks/<uuid:task_id>/", views.task_detail, name="task-detail"),
     path("tasks/<uuid:task_id>/<str:action>/", views.task_action, name="task-action"),
+    path("chart/", views.chart, name="chart"),
+    path("bulk/<str:action>/", views.bulk_action, name="bulk-action"),
     path("examples/start/", views.start_example, name="start-example"),
 ]
