@@ -270,8 +270,14 @@
     if (actions) {
       const retry = actions.querySelector('[data-action="retry"]');
       const cancel = actions.querySelector('[data-action="cancel"]');
+      const focused = actions.contains(document.activeElement) ? document.activeElement : null;
       if (retry) retry.disabled = task.status === "running" || task.status === "succeeded";
       if (cancel) cancel.disabled = FINAL.includes(task.status);
+      if (focused && focused.disabled) {
+        // A disabled button drops focus to <body>: keep it in the row.
+        const next = actions.querySelector("button:not(:disabled)") || row.querySelector("a");
+        if (next) next.focus();
+      }
     }
   }
 
