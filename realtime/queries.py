@@ -41,7 +41,7 @@ CHART_RANGES: dict[str, tuple[int, int]] = {
 }
 LIST_LIMIT = 100
 PAGE_SIZES = (25, 50, 100)
-PAGE_SIZE = 50
+PAGE_SIZE = 25  # as Sidekiq: a page that paints at once
 #: Sort keys of the task list -> the column; each sorts descending by default.
 SORTS = {
     "created": "created_at",

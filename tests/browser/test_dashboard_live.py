@@ -203,16 +203,16 @@ def test_pages_sorting_search_views_health_and_chart(
     seed(30, channel="nobody-listens", status=Status.QUEUED)
     page = open_page("ops")
 
-    expect(summary(page)).to_have_text(re.compile(r"^1\u201350 of 232"))
-    expect(rows(page)).to_have_count(50)
+    expect(summary(page)).to_have_text(re.compile(r"^1\u201325 of 232"))
+    expect(rows(page)).to_have_count(25)
     no_horizontal_overflow(page)
     on_screen(page, rows(page).first.get_by_role("button", name="Cancel"))
     expect(rows(page).first.locator("[data-field=time]")).to_contain_text("created")
     page.screenshot(path=str(output_dir / f"dashboard-{size}.png"), full_page=True)
 
     page.get_by_role("link", name="Next →").click()
-    expect(summary(page)).to_have_text(re.compile(r"^51\u2013100 of 232"))
-    expect(page.get_by_text("Page 2 of 5")).to_be_visible()
+    expect(summary(page)).to_have_text(re.compile(r"^26\u201350 of 232"))
+    expect(page.get_by_text("Page 2 of 10")).to_be_visible()
 
     # Health: the unserved channel is flagged, with its oldest queued task's age.
     unserved = page.locator('#backlog tr[data-channel="nobody-listens"]')
@@ -263,7 +263,7 @@ def test_a_burst_keeps_the_page_size_and_offers_new_tasks(
     seed(60, status=Status.SUCCEEDED)
     ops = get_user_model().objects.get(username="ops")
     page = open_page("ops")
-    expect(rows(page)).to_have_count(50)
+    expect(rows(page)).to_have_count(25)
     page.evaluate(
         """() => {
         window.maxRows = 0;
@@ -293,15 +293,15 @@ def test_a_burst_keeps_the_page_size_and_offers_new_tasks(
     expect(banner).to_have_text(re.compile(r"^\d+ new tasks? — show"))
     counters = page.locator('[data-counter="succeeded"] dd')
     expect(counters).to_have_text("1060")
-    assert page.evaluate("window.maxRows") <= 50
-    expect(rows(page)).to_have_count(50)
+    assert page.evaluate("window.maxRows") <= 25
+    expect(rows(page)).to_have_count(25)
     no_horizontal_overflow(page)
     page.screenshot(path=str(output_dir / f"burst-{size}.png"))
     banner.click()
     expect(banner).to_be_hidden()
-    expect(summary(page)).to_have_text(re.compile(r"^1\u201350 of 1060"))
+    expect(summary(page)).to_have_text(re.compile(r"^1\u201325 of 1060"))
     expect(rows(page).first).to_contain_text("example.long")
-    expect(rows(page)).to_have_count(50)
+    expect(rows(page)).to_have_count(25)
 
 
 def test_clicks_on_live_rows_land_and_every_tab_agrees(

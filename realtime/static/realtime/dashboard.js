@@ -351,23 +351,24 @@
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
-    const message = form.dataset && form.dataset.confirm;
+    const button = event.submitter || null;
+    const message = (button && button.dataset.confirm) || (form.dataset && form.dataset.confirm);
     if (message && !window.confirm(message)) {
       event.preventDefault();
       return;
     }
-    if (!dashboard || !form.closest("#task-rows")) return;
+    // Row actions post the shared form to the button's formaction.
+    if (!dashboard || !button || !button.closest("#task-rows")) return;
     event.preventDefault();
-    const button = event.submitter || form.querySelector("button");
     const out = document.getElementById("action-result");
-    fetch(form.action, {
+    fetch(button.formAction, {
       method: "POST",
       body: new FormData(form),
       credentials: "same-origin",
       headers: { "X-Requested-With": "fetch", Accept: "application/json" },
     }).then((response) => response.json().then((body) => {
       if (out) out.textContent = body.message || (response.ok ? "done" : "refused");
-      if (button) button.dataset.result = response.ok ? "ok" : "error";
+      button.dataset.result = response.ok ? "ok" : "error";
     }, () => {
       if (out) out.textContent = response.ok ? "done" : "refused (" + response.status + ")";
     }), () => {
