@@ -265,7 +265,12 @@
     setHtml(cell("attempt"), attemptHtml(task));
     patchProgress(cell("progress"), task.progress);
     setHtml(cell("error"), errorHtml(task));
-    setHtml(cell("time"), timeHtml(task));
+    if ((row.dataset.finished || "") !== (task.finished_at || "")) {
+      // Rewritten only when the task finished (or started again): the event
+      // has no start time, so the server's "took" stays until then.
+      row.dataset.finished = task.finished_at || "";
+      setHtml(cell("time"), timeHtml(task));
+    }
     const actions = row.querySelector("td.actions");
     if (actions) {
       const retry = actions.querySelector('[data-action="retry"]');
