@@ -169,6 +169,7 @@
       return;
     }
     if (row) {
+      if (stale(row, task)) return;
       if (dashboard && !matches(task)) {
         dropRow(row, false);
         return;
@@ -187,6 +188,18 @@
     }
     if (Date.parse(task.created_at) > loadedAt) fresh.add(task.id);
     else if (config.sort !== "created") changed.add(task.id);
+  }
+
+  function stale(row, task) {
+    // Events of one task come from several processes and may cross: a
+    // worker's progress of a task that a person has just cancelled can arrive
+    // after the cancellation. A finished task only leaves its final state for
+    // a newer change (a retry).
+    const shown = Date.parse(row.dataset.updated || "");
+    const incoming = Date.parse(task.updated_at || "");
+    if (FINAL.includes(row.dataset.status) && !FINAL.includes(task.status) && incoming <= shown) return true;
+    if (!(incoming <= shown)) row.dataset.updated = task.updated_at || "";
+    return false;
   }
 
   function dropRow(row, deleted) {
