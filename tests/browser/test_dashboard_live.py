@@ -35,6 +35,9 @@ from tests.processes import (
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SIZES = {"desktop": (1440, 900), "phone": (390, 844)}
+# The machine runs daphne, a worker and Chromium at once: conditions may take
+# longer than Playwright's default 5 s to become true.
+expect.set_options(timeout=15_000)
 PASSWORD = "pw-dash-2026"
 
 
