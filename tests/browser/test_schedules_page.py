@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from playwright.sync_api import expect
 
 from tests.processes import process_env, running, start_daphne, start_worker
@@ -17,7 +18,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def live(tmp_path: Path, redis_client: Any):
-    get_user_model().objects.create_user("ops", password="pw-ops-2026", is_staff=True)
+    ops = get_user_model().objects.create_user(
+        "ops", password="pw-ops-2026", is_staff=True
+    )
+    ops.user_permissions.add(
+        *Permission.objects.filter(content_type__model="taskrecord")
+    )
     env = process_env(DJANGO_SETTINGS_MODULE="tests.browser.schedule_settings")
     daphne, port = start_daphne(env, tmp_path)
     worker = start_worker(env, tmp_path, ["examples"])

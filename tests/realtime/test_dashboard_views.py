@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -22,7 +24,12 @@ def _redis(redis_client: Any) -> None:
 
 
 def logged_in(name: str, staff: bool = False) -> tuple[Any, Client]:
+    """A signed-in user; staff here hold every task permission."""
     person = get_user_model().objects.create_user(name, is_staff=staff)
+    if staff:
+        person.user_permissions.add(
+            *Permission.objects.filter(content_type__model="taskrecord")
+        )
     client = Client()
     client.force_login(person)
     return person, client
@@ -90,3 +97,17 @@ def test_the_script_gets_json_from_row_actions() -> None:
     url = reverse("task-action", args=[running.pk, "retry"])
     refused = client.post(url, HTTP_X_REQUESTED_WITH="fetch")
     assert refused.status_code == 409 and refused.json()["ok"] is False
+
+
+@pytest.mark.parametrize("name", ["dashboard", "schedules", "progress-example"])
+def test_pages_run_no_inline_script_and_style_only_with_the_nonce(name: str) -> None:
+    _, client = logged_in("boss", staff=True)
+    page = client.get(reverse(name))
+    html = page.content.decode()
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    for tag in re.findall(r"<script\b[^>]*>", html):
+        assert "src=" in tag or 'type="application/json"' in tag, tag
+    nonce = re.search(r"'nonce-([^']+)'", policy)
+    for tag in re.findall(r"<style\b[^>]*>", html):
+        assert nonce is not None and f'nonce="{nonce.group(1)}"' in tag, tag
