@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, Permission
 from django.template import Context, Template
 from django.test import Client, RequestFactory
 from django.urls import reverse
@@ -36,7 +36,11 @@ def _redis(redis_client: Any) -> None:
 
 
 def make_user(name: str, staff: bool = False) -> Any:
-    return get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    """A user; staff here may see every task (the view permission)."""
+    made = get_user_model().objects.create_user(name, password="x", is_staff=staff)
+    if staff:
+        made.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
+    return get_user_model().objects.get(pk=made.pk)
 
 
 def make_task(owner: Any, **fields: Any) -> TaskRecord:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 
 from realtime import queries
@@ -60,7 +61,10 @@ def make(
 
 
 def staff_user(name: str = "boss") -> Any:
-    return get_user_model().objects.create_user(name, is_staff=True)
+    """Staff who may see every task (the view permission)."""
+    made = get_user_model().objects.create_user(name, is_staff=True)
+    made.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
+    return get_user_model().objects.get(pk=made.pk)
 
 
 def test_pages_have_totals_and_never_overlap_or_skip() -> None:
