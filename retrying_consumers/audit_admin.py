@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from . import audit
 from .models import TaskAuditRecord
+from .readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(TaskAuditRecord)
-class TaskAuditRecordAdmin(admin.ModelAdmin):
+class TaskAuditRecordAdmin(ReadOnlyAdmin):
     """Who retried, cancelled or deleted which task, when and from where."""
 
     list_display = ("at", "action", "task_id", "actor_name", "source", "detail")
@@ -23,15 +23,6 @@ class TaskAuditRecordAdmin(admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False
     readonly_fields = [field.name for field in TaskAuditRecord._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def trail_html(task_id: Any) -> str:

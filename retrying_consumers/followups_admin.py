@@ -3,27 +3,12 @@ read-only, for everyone who may look."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import TaskGroup, TaskLimiter
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """State that only the library writes."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from .readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(TaskGroup)

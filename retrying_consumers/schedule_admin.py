@@ -15,10 +15,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from .models import ScheduleTick, TaskRecord
+from .readonly_admin import ReadOnlyAdmin
 
 
 @admin.register(ScheduleTick)
-class ScheduleTickAdmin(admin.ModelAdmin):
+class ScheduleTickAdmin(ReadOnlyAdmin):
     """Every tick taken, newest first, with its task and the task's status."""
 
     list_display = ("schedule", "tick_at", "task", "status", "worker", "created_at")
@@ -46,12 +47,3 @@ class ScheduleTickAdmin(admin.ModelAdmin):
         if obj.task_id is None:
             return "-"
         return getattr(obj, "task_status", None) or "deleted"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
