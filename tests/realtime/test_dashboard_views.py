@@ -111,3 +111,17 @@ def test_pages_run_no_inline_script_and_style_only_with_the_nonce(name: str) -> 
     nonce = re.search(r"'nonce-([^']+)'", policy)
     for tag in re.findall(r"<style\b[^>]*>", html):
         assert nonce is not None and f'nonce="{nonce.group(1)}"' in tag, tag
+
+
+def test_row_buttons_show_only_the_actions_the_user_may_take() -> None:
+    looker = get_user_model().objects.create_user("looker", is_staff=True)
+    looker.user_permissions.add(Permission.objects.get(codename="view_taskrecord"))
+    client = Client()
+    client.force_login(looker)
+    TaskRecord.objects.create(channel="c", type="job.x", status=Status.DEAD)
+    html = client.get(reverse("dashboard")).content.decode()
+    assert 'data-task-id="' in html, "they may see every task"
+    assert 'data-action="retry"' not in html and 'data-action="delete"' not in html
+    _, boss = logged_in("boss", staff=True)
+    html = boss.get(reverse("dashboard")).content.decode()
+    assert 'data-action="retry"' in html and 'data-action="delete"' in html
