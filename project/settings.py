@@ -86,6 +86,8 @@ INSTALLED_APPS = [
     "realtime",
     # Login throttling (failed attempts are kept in the database).
     "axes",
+    # This site's own deployment checks.
+    "project",
 ]
 
 MIDDLEWARE = [

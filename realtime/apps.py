@@ -9,7 +9,4 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the logout receiver that closes a session's websockets.
-        from project import checks
         from realtime import access  # noqa: F401
-
-        checks.register()
