@@ -190,7 +190,16 @@ async def _awake_next(channel: str, type: str) -> None:
         for task_id in ids:
             await aring_if_due(task_id)
     except Exception as err:  # the scheduler rings it RING_TIMEOUT later
-        logger.warning("could not ring the next %s task: %r", type, err)
+        _left_to_scheduler(f"the next {type} task", err)
+
+
+def _left_to_scheduler(what: str, err: Exception) -> None:
+    """A step the scheduler's look will redo: an outage is counted with the
+    others (logged once), anything else logged here."""
+    if is_outage(err):
+        store_health.failed(what, err)
+    else:
+        logger.warning("%s left to the scheduler: %r", what, err)
 
 
 async def _claim(
@@ -329,9 +338,7 @@ async def _follow_up(task: TaskRecord) -> None:
         made = await followups.afire_after(task, library_settings().ring_timeout)
         await aring_many(made)
     except Exception as err:
-        logger.warning(
-            "follow-ups of task_id=%s left to the scheduler: %r", task.id, err
-        )
+        _left_to_scheduler(f"follow-ups of task_id={task.id}", err)
 
 
 def _stopped(task: TaskRecord, error: AttemptCancelled) -> None:

@@ -128,13 +128,12 @@ def fire_group(group_id: uuid.UUID, ring_timeout: float) -> list[TaskRecord]:
                 group_id=group_id
             ).values_list("pk", "status", "result")
         }
+        ended = [
+            (member, *found.get(member, ("gone", None))) for member in group.members
+        ]
         results = [
-            {
-                "task_id": member,
-                "status": found.get(member, ("gone", None))[0],
-                "result": found.get(member, ("gone", None))[1],
-            }
-            for member in group.members
+            {"task_id": member, "status": status, "result": result}
+            for member, status, result in ended
         ]
         child = _child(
             group.then,

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.urls import reverse
 
-from retrying_consumers import cancel, enqueue, enqueue_group, followups, store
+from retrying_consumers import (
+    attempts,
+    cancel,
+    enqueue,
+    enqueue_group,
+    followups,
+    store,
+)
 from retrying_consumers.exceptions import InvalidArgument, InvalidPayload
+from retrying_consumers.health import StoreHealth
 from retrying_consumers.models import Status, TaskGroup, TaskRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -222,3 +231,26 @@ def test_groups_and_limiters_are_listed_read_only_in_the_admin(
     )
     page = admin_client.get(reverse("admin:retrying_consumers_tasklimiter_changelist"))
     assert page.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [(OperationalError("server closed the connection"), False), (KeyError("x"), True)],
+)
+async def test_follow_ups_a_worker_cannot_fire_are_left_to_the_sweep(
+    error: Exception, logged: bool, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    health = StoreHealth()
+    monkeypatch.setattr(attempts, "store_health", health)
+
+    async def fails(*args: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(followups, "afire_after", fails)
+    task = TaskRecord(channel="fault-a", type="fault.noop", followups=[{}])
+    with caplog.at_level(logging.WARNING, logger="retrying_consumers.consumers"):
+        await attempts._follow_up(task)
+    # An outage is counted with the store's others, logged once at its start by
+    # StoreHealth; anything else is one warning here.
+    assert health.down is not logged
+    assert ("left to the scheduler" in caplog.text) is logged

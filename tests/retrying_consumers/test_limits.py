@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from retrying_consumers import RetryPolicy, limits, store
 from retrying_consumers.exceptions import InvalidPolicy, TaskNotFound
@@ -136,10 +136,6 @@ def test_a_start_the_rate_allows_within_moments_is_waited_for_in_place(
 
 
 def test_concurrent_claims_never_exceed_max_running() -> None:
-    if connection.vendor == "sqlite" and "memory" in str(
-        connection.settings_dict["NAME"]
-    ):
-        pytest.skip("threads need a database file they can share")
     policy = RetryPolicy(max_running=3)
     tasks = [new_task() for _ in range(12)]
     results: list[Any] = []
