@@ -25,6 +25,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from tenacity import wait_fixed  # noqa: E402
 
 from project.routing import WEBSOCKET_ROUTES  # noqa: E402
+from realtime.tuning import freeze_startup_heap  # noqa: E402
 from retrying_consumers import RetryMixin, RetryPolicy  # noqa: E402
 
 GO_WAIT_LIMIT = 300.0  # seconds a progress task waits for the bench's "go"
@@ -93,3 +94,7 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter({"bench": BenchConsumer.as_asgi()}),
     }
 )
+
+# As project/asgi.py does; BENCH_NO_GC_FREEZE=1 leaves it out, for comparison.
+if os.environ.get("BENCH_NO_GC_FREEZE") != "1":
+    freeze_startup_heap()

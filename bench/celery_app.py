@@ -1,6 +1,10 @@
 """Celery 5 on the bench's Redis: one no-op task, results ignored.
 
-Run by ``celery -A bench.celery_app worker --pool prefork --concurrency 2``.
+Run by ``celery -A bench.celery_app worker`` (prefork, concurrency = the cores,
+its defaults). With ``BENCH_CELERY_DURABLE=1`` it runs in its durable
+configuration: ``acks_late`` (a task is acknowledged after it ran, not as it
+starts) with ``task_reject_on_worker_lost`` (a task whose worker process died is
+put back instead of being acknowledged).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+if os.environ.get("BENCH_CELERY_DURABLE") == "1":
+    app.conf.update(task_acks_late=True, task_reject_on_worker_lost=True)
 
 
 @app.task(name="bench.noop")

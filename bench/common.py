@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from project.devrun import BASE_DIR, find_redis_server, free_port, redis_command
+from project.devrun import BASE_DIR
+from retrying_consumers.testing.redis import (
+    find_redis_server,
+    free_port,
+    redis_command,
+)
 
 PYTHON = sys.executable
 BENCH_CHANNEL = "bench"

@@ -39,7 +39,7 @@ from django.db import connection  # noqa: E402
 from django.db.models import Max  # noqa: E402
 
 from bench.common import CPU_PARTS, PRODUCER_PARTS  # noqa: E402
-from retrying_consumers import aenqueue, enqueue  # noqa: E402
+from retrying_consumers import aenqueue, enqueue, enqueue_many  # noqa: E402
 from retrying_consumers.models import (  # noqa: E402
     AttemptRecord,
     Status,
@@ -48,6 +48,8 @@ from retrying_consumers.models import (  # noqa: E402
 )
 
 CHANNEL = "bench"
+BATCH = 1000  # tasks per enqueue_many call
+PRODUCERS = ["enqueue", "aenqueue", "enqueue_many"]
 POLL = 0.2  # the end time is read from the store, so polling can be slow
 # Transactions the bench itself commits while measuring (two COUNTs per poll),
 # taken out of the PostgreSQL figures.
@@ -103,6 +105,12 @@ def produce(
     if producer == "aenqueue":
         return asyncio.run(_aproduce(type, count, payload, rate))
     ids, calls = [], []
+    if producer == "enqueue_many":  # in calls of BATCH tasks, as fast as it goes
+        for first in range(0, count, BATCH):
+            size = min(BATCH, count - first)
+            calls += [time.time()] * size
+            ids += enqueue_many(CHANNEL, type, [payload] * size)
+        return ids, calls
     start = time.monotonic()
     for i in range(count):
         if rate:
@@ -420,13 +428,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, required=True)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--payload", default="{}")
-    p.add_argument("--producer", choices=["enqueue", "aenqueue"], default="enqueue")
+    p.add_argument("--producer", choices=PRODUCERS, default="enqueue")
     p.add_argument("--rate", type=float, default=0.0, help="tasks/s; 0: a burst")
     p.add_argument("--collect", choices=["none", "stamp", "retry"], default="none")
     p.add_argument("--timeout", type=float, default=900)
     p = sub.add_parser("enqueue-only")
     p.add_argument("--tasks", type=int, required=True)
-    p.add_argument("--producer", choices=["enqueue", "aenqueue"], default="enqueue")
+    p.add_argument("--producer", choices=PRODUCERS, default="enqueue")
     p = sub.add_parser("drain")
     p.add_argument("--tasks", type=int, required=True)
     p.add_argument("--workers", type=int, required=True)

@@ -8,15 +8,21 @@ them. The run's numbers come from ``bench.drive`` (ours) or ``bench.produce``
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, Bench, Database, Proc, drive, start_workers, stopping
-from project.devrun import BASE_DIR
+from bench.common import (
+    PYTHON,
+    Bench,
+    Database,
+    Proc,
+    drive,
+    run_module,
+    start_workers,
+    stopping,
+)
 
 # The compared systems' commands, installed beside the interpreter running the
 # bench (the checkout's virtualenv may not be the one).
@@ -163,11 +169,29 @@ def each_run_of_ours(
         )
 
 
+#: The compared systems, each in the configuration its row names.
+COMPARED = [
+    "stock",
+    "celery",
+    "celery-durable",
+    "dramatiq",
+    "django-tasks-db",
+    "procrastinate",
+]
+#: The ones that keep their tasks in the database (measured on PostgreSQL).
+DATABASE_PEERS = {"django-tasks-db", "procrastinate"}
+
+
 def compared_command(system: str, workers: int, tag: str) -> list[list[str]]:
-    """The worker command(s) of a compared system."""
+    """The worker command(s) of a compared system.
+
+    Celery and Dramatiq run ``workers`` pool processes under one master, with
+    their other options at their defaults (Dramatiq's 8 threads per process);
+    the others run ``workers`` processes of their own.
+    """
     if system == "stock":
         return [[PYTHON, "-m", "bench.stock_worker"] for _ in range(workers)]
-    if system == "celery":
+    if system in ("celery", "celery-durable"):
         return [
             [
                 _bin("celery"),
@@ -192,46 +216,100 @@ def compared_command(system: str, workers: int, tag: str) -> list[list[str]]:
                 "--processes",
                 str(workers),
                 "--threads",
-                "1",
+                "8",
                 "--worker-shutdown-timeout",
                 "5000",
             ]
         ]
+    if system == "django-tasks-db":
+        return [[PYTHON, "manage.py", "db_worker"] for _ in range(workers)]
+    if system == "procrastinate":
+        return [
+            [PYTHON, "manage.py", "procrastinate", "worker"] for _ in range(workers)
+        ]
     raise ValueError(system)
 
 
-def run_compared(
-    bench: Bench, system: str, *, workers: int, tasks: int, timeout: float
+def compared_env(bench: Bench, system: str, db: Database | None) -> dict[str, str]:
+    """The environment of a compared system's workers and producer."""
+    if system in DATABASE_PEERS:
+        if db is None:
+            raise ValueError(f"{system} needs a database")
+        return bench.env(db, DJANGO_SETTINGS_MODULE="bench.peer_settings")
+    if system == "celery-durable":
+        return bench.env(BENCH_CELERY_DURABLE="1")
+    return bench.env()
+
+
+def produce(
+    bench: Bench,
+    system: str,
+    env: dict[str, str],
+    mode: str,
+    tasks: int,
+    timeout: float,
 ) -> dict[str, Any]:
-    """One run of stock Channels, Celery or Dramatiq with ``workers`` processes."""
-    bench.flush_redis()
-    env = bench.env()
-    procs = [
+    """``python -m bench.produce`` for ``system`` in ``mode``; its JSON answer."""
+    return run_module(
+        "bench.produce",
+        env,
+        [
+            system.removesuffix("-durable"),
+            "--mode",
+            mode,
+            "--tasks",
+            str(tasks),
+            "--timeout",
+            str(timeout),
+        ],
+        timeout + 180,
+        bench.logs,
+    )
+
+
+def _start_compared(
+    bench: Bench, system: str, env: dict[str, str], workers: int
+) -> list[Proc]:
+    return [
         Proc(f"{system}-{n}", args, env, bench.logs)
         for n, args in enumerate(compared_command(system, workers, system), 1)
     ]
-    with stopping(procs):
+
+
+def run_compared(
+    bench: Bench,
+    system: str,
+    *,
+    workers: int,
+    tasks: int,
+    timeout: float,
+    db: Database | None = None,
+) -> dict[str, Any]:
+    """One end-to-end run of a compared system with ``workers`` processes."""
+    bench.flush_redis()
+    env = compared_env(bench, system, db)
+    with stopping(_start_compared(bench, system, env, workers)):
         time.sleep(0.5)
-        with (bench.logs / "produce.log").open("ab") as log:
-            result = subprocess.run(
-                [
-                    PYTHON,
-                    "-m",
-                    "bench.produce",
-                    system,
-                    "--tasks",
-                    str(tasks),
-                    "--timeout",
-                    str(timeout),
-                ],
-                cwd=BASE_DIR,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                timeout=timeout + 180,
-            )
-        if result.returncode:
-            tail = (bench.logs / "produce.log").read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"bench.produce {system} failed:\n{tail}")
-        answer: dict[str, Any] = json.loads(result.stdout.decode().splitlines()[-1])
-    return answer
+        return produce(bench, system, env, "e2e", tasks, timeout)
+
+
+def run_compared_drain(
+    bench: Bench,
+    system: str,
+    *,
+    workers: int,
+    tasks: int,
+    timeout: float,
+    db: Database | None = None,
+) -> dict[str, Any]:
+    """A compared system's producer alone, then its workers draining the backlog."""
+    bench.flush_redis()
+    env = compared_env(bench, system, db)
+    answer = produce(bench, system, env, "enqueue", tasks, timeout)
+    procs = _start_compared(bench, system, env, workers)
+    with stopping(procs):
+        drained = produce(bench, system, env, "wait", tasks, timeout)
+        dead = [p.name for p in procs if not p.alive()]
+        if dead:
+            raise RuntimeError(f"worker(s) died during the run: {dead}")
+    return {**drained, "enqueue_s": answer["enqueue_s"]}

@@ -39,7 +39,7 @@ def main() -> None:
         "each its own row (default: --concurrency)",
     )
     parser.add_argument(
-        "--producer", choices=["enqueue", "aenqueue"], default="enqueue"
+        "--producer", choices=["enqueue", "aenqueue", "enqueue_many"], default="enqueue"
     )
     parser.add_argument(
         "--drain",

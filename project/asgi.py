@@ -28,6 +28,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from project.routing import CHANNEL_ROUTES, WEBSOCKET_ROUTES  # noqa: E402
+from realtime.tuning import freeze_startup_heap  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -38,3 +39,7 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter(CHANNEL_ROUTES),
     }
 )
+
+# Full garbage collections would walk everything loaded above on every pass;
+# with many sockets they are most of the progress tail (docs/benchmarks.md).
+freeze_startup_heap()
