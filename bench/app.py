@@ -95,6 +95,33 @@ application = ProtocolTypeRouter(
     }
 )
 
+def _log_full_collections() -> None:
+    """BENCH_GC_LOG=1: one line on standard error per full collection."""
+    import gc
+    import sys
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        took = (time.perf_counter() - started[0]) * 1000
+        print(
+            f"gc: full collection {took:.1f} ms, {info['collected']} collected, "
+            f"{len(gc.get_objects(generation=2))} objects left in the oldest "
+            f"generation, {gc.get_freeze_count()} frozen",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    gc.callbacks.append(callback)
+
+
 # As project/asgi.py does; BENCH_NO_GC_FREEZE=1 leaves it out, for comparison.
 if os.environ.get("BENCH_NO_GC_FREEZE") != "1":
     freeze_startup_heap()
+if os.environ.get("BENCH_GC_LOG") == "1":
+    _log_full_collections()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from typing import Any
 
@@ -50,6 +51,35 @@ FRAME_BURST = 20.0  # client frames at once
 #: Close codes (4000-4999 are the application's own).
 CLOSE_SESSION_ENDED = 4401
 CLOSE_TOO_MANY_SOCKETS = 4429
+
+
+class UpdateFrames:
+    """The last ``update`` frame encoded in this process, for every socket whose
+    batch holds the very same task states.
+
+    The hub hands one decoded message to every socket of a group, so sockets
+    that watch the same tasks queue the same dict objects, in the same order.
+    With a thousand watchers, one batch was encoded a thousand times; now it is
+    encoded once. Identity, not equality, decides: the frame keeps the dicts it
+    was made from, so none of them can be freed and its id reused while the
+    frame is remembered, and the dicts are never changed after they arrive.
+    """
+
+    def __init__(self) -> None:
+        self.batch: tuple[dict[str, Any], ...] = ()
+        self.text = ""
+
+    def encode(self, batch: list[dict[str, Any]]) -> str:
+        if len(batch) != len(self.batch) or any(
+            mine is not theirs for mine, theirs in zip(batch, self.batch, strict=True)
+        ):
+            self.batch = tuple(batch)
+            # What send_json would send (AsyncJsonWebsocketConsumer.encode_json).
+            self.text = json.dumps({"type": "update", "tasks": batch})
+        return self.text
+
+
+update_frames = UpdateFrames()
 
 
 class RealtimeConsumer(AsyncJsonWebsocketConsumer):
@@ -309,7 +339,7 @@ class RealtimeConsumer(AsyncJsonWebsocketConsumer):
             self.flush_now.clear()
             self.last_flush = loop.time()
             batch, self.pending = list(self.pending.values()), {}
-            await self.send_json({"type": "update", "tasks": batch})
+            await self.send(text_data=update_frames.encode(batch))
             if self.stats_watched is not None:  # counters follow changes soon
                 feed_for(queries.stats).poke(self.stats_watched)
 

@@ -278,21 +278,24 @@ async def test_events_that_come_while_a_batch_is_sent_are_sent_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sending = asyncio.Event()
-    send_json = RealtimeConsumer.send_json
+    send = RealtimeConsumer.send
 
-    async def slow_first_update(self: Any, content: Any, close: bool = False) -> None:
+    async def slow_first_update(
+        self: Any, text_data: Any = None, bytes_data: Any = None, close: bool = False
+    ) -> None:
         # The first batch's send waits, as on a slow network, until the next
         # event has come in behind it.
-        if content.get("type") == "update" and not sending.is_set():
+        is_update = text_data is not None and json.loads(text_data)["type"] == "update"
+        if is_update and not sending.is_set():
             sending.set()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 3
             while not self.pending and loop.time() < deadline:
                 await asyncio.sleep(0.005)
             assert self.pending, "the second event never reached the socket"
-        await send_json(self, content, close)
+        await send(self, text_data, bytes_data, close)
 
-    monkeypatch.setattr(RealtimeConsumer, "send_json", slow_first_update)
+    monkeypatch.setattr(RealtimeConsumer, "send", slow_first_update)
     alice = await make_user("alice")
     task = await make_task(alice)
     comm = await connect(alice)
