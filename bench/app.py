@@ -25,7 +25,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from tenacity import wait_fixed  # noqa: E402
 
 from project.routing import WEBSOCKET_ROUTES  # noqa: E402
-from realtime.tuning import freeze_startup_heap  # noqa: E402
+from realtime.tuning import tune_garbage_collector  # noqa: E402
 from retrying_consumers import RetryMixin, RetryPolicy  # noqa: E402
 
 GO_WAIT_LIMIT = 300.0  # seconds a progress task waits for the bench's "go"
@@ -95,6 +95,7 @@ application = ProtocolTypeRouter(
     }
 )
 
+
 def _log_full_collections() -> None:
     """BENCH_GC_LOG=1: one line on standard error per full collection."""
     import gc
@@ -120,8 +121,8 @@ def _log_full_collections() -> None:
     gc.callbacks.append(callback)
 
 
-# As project/asgi.py does; BENCH_NO_GC_FREEZE=1 leaves it out, for comparison.
-if os.environ.get("BENCH_NO_GC_FREEZE") != "1":
-    freeze_startup_heap()
+# As project/asgi.py does; BENCH_NO_GC_TUNING=1 leaves it out, for comparison.
+if os.environ.get("BENCH_NO_GC_TUNING") != "1":
+    tune_garbage_collector()
 if os.environ.get("BENCH_GC_LOG") == "1":
     _log_full_collections()

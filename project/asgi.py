@@ -28,7 +28,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from project.routing import CHANNEL_ROUTES, WEBSOCKET_ROUTES  # noqa: E402
-from realtime.tuning import freeze_startup_heap  # noqa: E402
+from realtime.tuning import tune_garbage_collector  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -40,6 +40,7 @@ application = ProtocolTypeRouter(
     }
 )
 
-# Full garbage collections would walk everything loaded above on every pass;
-# with many sockets they are most of the progress tail (docs/benchmarks.md).
-freeze_startup_heap()
+# Full garbage collections would walk everything loaded above, and every
+# socket's objects, on each pass; with many sockets they were most of the
+# progress tail (docs/benchmarks.md).
+tune_garbage_collector()
