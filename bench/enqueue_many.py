@@ -1,4 +1,5 @@
-"""Producer throughput: ``enqueue`` one call at a time against ``enqueue_many``.
+"""Producer throughput: ``enqueue`` one call at a time, ``enqueue_many``, and
+``aenqueue`` from 50 coroutines of one event loop at once.
 
 ``python -m bench.enqueue_many --runs 3 --tasks 10000 --postgres URL`` stores
 ``--tasks`` no-op tasks from one process, with no worker running, once per mode
@@ -14,6 +15,7 @@ plays: it empties the store, warms up with one task, then times the loop.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import time
@@ -21,7 +23,10 @@ from typing import Any
 
 from bench.common import Bench, Database, Series, common_args, print_table, run_module
 
-MODES = ("enqueue", "enqueue_many")
+MODES = ("enqueue", "enqueue_many", "aenqueue")
+#: Coroutines of one event loop calling ``aenqueue`` at once in "aenqueue"
+#: mode, as the requests of one ASGI process do.
+CONCURRENT = 50
 CHANNEL = "bench"  # routed by bench.app: enqueue checks its routes
 TYPE = "bench.noop"
 #: Messages the channel holds: every ring of a run, 50 to a message or alone.
@@ -45,6 +50,8 @@ def measure(mode: str, tasks: int, batch: int) -> dict[str, Any]:
     if mode == "enqueue":
         for n in range(tasks):
             enqueue(CHANNEL, TYPE, {"n": n})
+    elif mode == "aenqueue":
+        asyncio.run(_concurrent_aenqueue(tasks))
     else:
         for start in range(0, tasks, batch):
             end = min(start + batch, tasks)
@@ -54,6 +61,18 @@ def measure(mode: str, tasks: int, batch: int) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     assert TaskRecord.objects.count() == tasks + 1
     return {"seconds": seconds, "stored_s": stored, "tasks_per_s": tasks / seconds}
+
+
+async def _concurrent_aenqueue(tasks: int) -> None:
+    from retrying_consumers import aenqueue
+
+    numbers = iter(range(tasks))
+
+    async def caller() -> None:
+        for n in numbers:  # shared: each number is taken once
+            await aenqueue(CHANNEL, TYPE, {"n": n})
+
+    await asyncio.gather(*(caller() for _ in range(CONCURRENT)))
 
 
 def run_rows(bench: Bench, db: Database, args: argparse.Namespace) -> list[list[str]]:
@@ -74,7 +93,10 @@ def run_rows(bench: Bench, db: Database, args: argparse.Namespace) -> list[list[
             )
             rate.add(answer["tasks_per_s"])
             seconds.add(answer["seconds"])
-        batch = "1" if mode == "enqueue" else f"{args.batch:,}"
+        batch = {
+            "enqueue": "1",
+            "aenqueue": f"1, {CONCURRENT} at once",
+        }.get(mode, f"{args.batch:,}")
         rows.append(
             [db.label, mode, batch, seconds.cell("{:.2f}"), rate.cell("{:.0f}")]
         )
