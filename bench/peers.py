@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -83,11 +84,20 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="sample the first worker of each drain of ours with py-spy into DIR "
+        "(collapsed stacks; summarise with python -m bench.profile_summary)",
+    )
+    parser.add_argument(
         "--systems",
         default=",".join(["ours", *COMPARED]),
         help="comma list of: ours, " + ", ".join(COMPARED),
     )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     systems = args.systems.split(",")
     unknown = set(systems) - {"ours", *COMPARED}
     if unknown:
@@ -135,7 +145,17 @@ def measure_once(
         assert db is not None
         ours = {**common, "concurrency": args.concurrency}
         steps = [
-            ("drain", lambda: run_ours_drain(bench, db, **ours)),
+            (
+                "drain",
+                lambda: run_ours_drain(
+                    bench,
+                    db,
+                    **ours,
+                    profile=args.profile / f"drain-{db.label}-run{run}.txt"
+                    if args.profile
+                    else None,
+                ),
+            ),
             ("e2e", lambda: run_ours(bench, db, **ours)),
             ("bulk", lambda: bulk_producer(bench, db, args)),
         ]

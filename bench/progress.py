@@ -179,6 +179,7 @@ def main() -> None:
     limit = raise_fd_limit()
     counts = [int(c) for c in args.clients.split(",")]
     table = []
+    short: list[str] = []  # runs where not every client connected
     with Bench(capacity=args.capacity, keep=args.keep_logs) as bench:
         db = bench.postgres(args.postgres) if args.postgres else bench.sqlite()
         # All clients are one user: the per-user socket cap (a defence against
@@ -196,6 +197,8 @@ def main() -> None:
                     answer = one_run(bench, env, port, clients, args)
                     lat = answer["latencies"]
                     connected = answer["connected"]
+                    if connected < clients:
+                        short.append(f"{connected} of {clients} (run {run})")
                     p50.add(percentile(lat, 50))
                     p99.add(percentile(lat, 99))
                     worst.add(max(lat) if lat else None)
@@ -231,6 +234,8 @@ def main() -> None:
         ],
         table,
     )
+    if short:
+        raise SystemExit(f"not every client connected: {', '.join(short)}")
 
 
 if __name__ == "__main__":

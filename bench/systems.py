@@ -57,37 +57,53 @@ def run_ours(
     procs = start_workers(
         bench, env, workers, concurrency, f"ours-{db.label}", worker_prefix
     )
-    spy = None
-    if profile is not None:
-        time.sleep(3)  # py-spy attaches to a running interpreter
-        spy = Proc(
-            "py-spy",
-            [
-                _bin("py-spy"),
-                "record",
-                "--pid",
-                str(procs[0].pid),
-                "--format",
-                "raw",
-                "--rate",
-                "250",
-                "--output",
-                str(profile),
-                "--nonblocking",
-            ],
-            env,
-            bench.logs,
-        )
+    spy = _spy(bench, env, procs[0], profile)
     answer = _drive_workers(
         bench, env, procs, ["run", *(drive_args or [])], tasks, timeout
     )
+    _spy_done(spy)
+    return answer
+
+
+def _spy(
+    bench: Bench,
+    env: dict[str, str],
+    proc: Proc,
+    to: Path | None,
+    after: float = 3.0,
+) -> Proc | None:
+    """py-spy sampling ``proc`` into ``to`` (collapsed stacks), if ``to``,
+    from ``after`` seconds on (it attaches to a running interpreter)."""
+    if to is None:
+        return None
+    time.sleep(after)
+    return Proc(
+        "py-spy",
+        [
+            _bin("py-spy"),
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "--output",
+            str(to),
+            "--nonblocking",
+        ],
+        env,
+        bench.logs,
+    )
+
+
+def _spy_done(spy: Proc | None) -> None:
     if spy is not None:
         # py-spy writes its file once the process it samples has exited.
         try:
             spy.process.wait(30)
         finally:
             spy.stop()
-    return answer
 
 
 def run_ours_drain(
@@ -99,11 +115,13 @@ def run_ours_drain(
     tasks: int,
     timeout: float,
     producer: str = "enqueue",
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """The workers alone: enqueue everything first, then start the workers.
 
     Time runs from the first claim to the last finish, so neither the producer
-    nor the workers' start-up is in it. A diagnostic beside ``run_ours``.
+    nor the workers' start-up is in it. With ``profile``, py-spy samples the
+    first worker (as in :func:`run_ours`).
     """
     bench.flush_redis()
     env = bench.env(db)
@@ -115,7 +133,10 @@ def run_ours_drain(
         bench.logs,
     )
     procs = start_workers(bench, env, workers, concurrency, f"drain-{db.label}")
+    # The drain starts as soon as the workers are up: attach early.
+    spy = _spy(bench, env, procs[0], profile, after=0.5)
     answer = _drive_workers(bench, env, procs, ["drain"], tasks, timeout)
+    _spy_done(spy)
     answer["enqueue_s"] = enqueued["enqueue_s"]
     return answer
 
