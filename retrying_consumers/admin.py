@@ -23,11 +23,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from . import audit, audit_admin, followups_admin, schedule_admin  # noqa: F401
-from .deletion import delete_finished
-from .exceptions import TaskNotFound
+from .core.exceptions import TaskNotFound
 from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
-from .store import get_task
+from .ops import audit, audit_admin, followups_admin, schedule_admin  # noqa: F401
+from .ops.deletion import delete_finished
+from .storage.store import get_task
 
 RETRYABLE = (Status.QUEUED, Status.RETRYING, Status.DEAD, Status.CANCELLED)
 

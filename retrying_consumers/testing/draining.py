@@ -16,9 +16,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 
 from ..checks import load_application
-from ..eager import AttemptNotRun, arun_stored, check_not_atomic
 from ..models import ACTIVE, Status, TaskRecord
-from ..worker import _channel_routes
+from ..running.eager import AttemptNotRun, arun_stored, check_not_atomic
+from ..running.worker import _channel_routes
 
 #: Unfinished tasks a failed drain names, at most.
 SHOWN_TASKS = 10
