@@ -12,28 +12,40 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import (
-    DEFAULT_DB_ALIAS,
-    IntegrityError,
-    close_old_connections,
-    connections,
-)
+from django.db import close_old_connections, connections
 from django.db.models import F
 from django.utils import timezone
 
 from ..core.conf import library_settings
 from ..core.exceptions import TaskNotFound
 from ..core.policy import Action, AttemptState, Decision
-from ..models import ACTIVE, AttemptRecord, Outcome, Status, TaskRecord
+from ..models import AttemptRecord, Outcome, Status, TaskRecord
 from . import sql
+
+# Callers see one store: what the store's modules by concern (rows, sweeps,
+# actions) define is named here too.
+from .actions import cancel as cancel
+from .actions import cancel_running as cancel_running
+from .actions import retry_now as retry_now
+from .rows import as_uuid
+from .rows import create_task as create_task
+from .rows import create_tasks as create_tasks
+from .rows import get_task as get_task
+from .rows import parse_task_id as parse_task_id
+from .rows import writing_rows as _writing_rows
 from .sql import ClaimRequest, Success
+from .sweeps import due_channels as due_channels
+from .sweeps import due_task_ids as due_task_ids
+from .sweeps import expired_lease_ids as expired_lease_ids
+from .sweeps import make_due as make_due
+from .sweeps import take_ring as take_ring
+from .sweeps import take_rings as take_rings
 from .writers import write_turn, writing
 
 
@@ -45,112 +57,6 @@ class Failure:
     error_class: str
     error_message: str
     traceback: str = ""
-
-
-def get_task(task_id: uuid.UUID | str) -> TaskRecord:
-    """The task with ``task_id``, or :class:`TaskNotFound`."""
-    try:
-        return TaskRecord.objects.get(pk=_uuid(task_id))
-    except TaskRecord.DoesNotExist:
-        raise TaskNotFound(f"no task with id {task_id}") from None
-
-
-def create_task(
-    *,
-    channel: str,
-    type: str,
-    payload: dict[str, Any],
-    ring_timeout: float,
-    max_attempts: int | None = None,
-    owner_id: int | None = None,
-    idempotency_key: str | None = None,
-    run_after: datetime | None = None,
-    followups: list[dict[str, Any]] | None = None,
-) -> tuple[TaskRecord, bool]:
-    """Write a queued task; return it and whether it is new.
-
-    With an ``idempotency_key`` that an unfinished or succeeded task already has,
-    that task is returned instead (``False``). With ``run_after``, the task is
-    due then: the scheduler rings it when that time comes (the caller must not).
-    """
-    if idempotency_key is not None:
-        existing = _live_with_key(idempotency_key)
-        if existing is not None:
-            return existing, False
-    task = TaskRecord(
-        channel=channel,
-        type=type,
-        payload=payload,
-        max_attempts=max_attempts,
-        attempt_budget=max_attempts,
-        owner_id=owner_id,
-        idempotency_key=idempotency_key,
-        due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
-        followups=followups or None,
-    )
-    if idempotency_key is None:  # nothing can clash: the INSERT is atomic alone
-        with write_turn():
-            sql.insert_task(task)
-        return task, True
-    try:
-        with writing():
-            sql.insert_task(task)
-    except IntegrityError:
-        # Lost a race with another enqueue of the same key.
-        existing = _live_with_key(idempotency_key) if idempotency_key else None
-        if existing is None:
-            raise
-        return existing, False
-    return task, True
-
-
-def create_tasks(
-    *,
-    channel: str,
-    type: str,
-    payloads: Sequence[dict[str, Any]],
-    ring_timeout: float,
-    max_attempts: int | None = None,
-    owner_id: int | None = None,
-    run_after: datetime | None = None,
-) -> list[TaskRecord]:
-    """Write one queued task per payload, in one transaction; return them in
-    the order of ``payloads``. Takes :func:`create_task`'s arguments but the
-    idempotency key: all are stored, or none."""
-    due_at = run_after or timezone.now() + timedelta(seconds=ring_timeout)
-    tasks = [
-        TaskRecord(
-            channel=channel,
-            type=type,
-            payload=payload,
-            max_attempts=max_attempts,
-            attempt_budget=max_attempts,
-            owner_id=owner_id,
-            due_at=due_at,
-        )
-        for payload in payloads
-    ]
-    with writing():
-        sql.insert_tasks(tasks)
-    return tasks
-
-
-def _writing_rows() -> AbstractContextManager[None]:
-    """:func:`writing` for a batch of ``sql`` row changes, except where the
-    batch is one statement, atomic by itself (PostgreSQL). Inside a caller's
-    transaction it still gets its savepoint, so that its failure does not
-    spoil the caller's transaction."""
-    if sql.one_statement() and not connections[DEFAULT_DB_ALIAS].in_atomic_block:
-        return nullcontext()
-    return writing()
-
-
-def _live_with_key(key: str) -> TaskRecord | None:
-    # The statuses of the unique index's condition, named, so that the index
-    # serves the lookup (excluding dead and cancelled would read every row).
-    return TaskRecord.objects.filter(
-        idempotency_key=key, status__in=[*ACTIVE, Status.SUCCEEDED]
-    ).first()
 
 
 def claim(
@@ -167,7 +73,7 @@ def claim(
     UPDATE matches only while the task is at ``attempt - 1`` and queued, or
     retrying with its ``due_at`` passed.
     """
-    request = ClaimRequest(_uuid(task_id), attempt, default_max_attempts)
+    request = ClaimRequest(as_uuid(task_id), attempt, default_max_attempts)
     [outcome] = claim_many([request], worker=worker, lease_seconds=lease_seconds)
     if isinstance(outcome, TaskNotFound):
         raise outcome
@@ -225,7 +131,7 @@ def succeed(
     ``known``, the record as claimed, is updated in memory and returned instead
     of reading the row again.
     """
-    success = Success(_uuid(task_id), attempt, result)
+    success = Success(as_uuid(task_id), attempt, result)
     [done] = succeed_many([(success, known)], worker=worker)
     return done
 
@@ -299,7 +205,7 @@ def fail(
     ``worker=None`` is the scheduler recording a lost worker: it matches any
     lease owner, but only while the task is still running that attempt.
     """
-    item = FailedAttempt(_uuid(task_id), attempt, failure, decision)
+    item = FailedAttempt(as_uuid(task_id), attempt, failure, decision)
     [done] = fail_many([item], worker=worker)
     return done
 
@@ -370,7 +276,7 @@ def interrupt(
             decision=Action.RETRY.value,
             next_attempt_at=now,
         )
-    return TaskRecord.objects.get(pk=_uuid(task_id))
+    return TaskRecord.objects.get(pk=as_uuid(task_id))
 
 
 def interruptions(task: TaskRecord) -> int:
@@ -390,25 +296,6 @@ def attempt_state(task: TaskRecord, now: datetime | None = None) -> AttemptState
     )
 
 
-def take_ring(task_id: uuid.UUID | str, *, ring_timeout: float) -> TaskRecord | None:
-    """Take the duty of ringing a due task; None if it is not due or taken.
-
-    A retrying task becomes queued; either way its ``due_at`` moves on by
-    ``ring_timeout``, so that if the message is lost the task is rung again.
-    """
-    [task] = take_rings([_uuid(task_id)], ring_timeout=ring_timeout)
-    return task
-
-
-def take_rings(
-    task_ids: Sequence[uuid.UUID], *, ring_timeout: float
-) -> list[TaskRecord | None]:
-    """:func:`take_ring` for several tasks in one UPDATE, in order."""
-    with _writing_rows():
-        taken = sql.take_rings(task_ids, ring_timeout=ring_timeout, now=timezone.now())
-    return [taken.pop(task_id, None) for task_id in task_ids]
-
-
 def save_progress(
     task_id: uuid.UUID | str,
     current: float | None,
@@ -419,7 +306,7 @@ def save_progress(
     now = timezone.now()
     with write_turn():
         saved = TaskRecord.objects.filter(
-            pk=_uuid(task_id), status=Status.RUNNING
+            pk=as_uuid(task_id), status=Status.RUNNING
         ).update(
             progress_current=current,
             progress_total=total,
@@ -430,158 +317,16 @@ def save_progress(
     return bool(saved)
 
 
-def retry_now(
-    task_id: uuid.UUID | str, *, ring_timeout: float, reason: str = ""
-) -> TaskRecord:
-    """Make a waiting, dead or cancelled task due now.
-
-    A dead or cancelled task starts a new drive: its policy's full budget of
-    attempts, counted from now. A queued or retrying task is simply made due.
-    Either way the old reason (why it died, or why it was waiting) no longer
-    holds: it is replaced by ``reason`` ("retried by ada at ..."), or cleared.
-    Raises :class:`TaskNotFound`, or ``ValueError`` for a running or succeeded task.
-    """
-    now = timezone.now()
-    task = get_task(task_id)
-    if task.status in (Status.RUNNING, Status.SUCCEEDED):
-        raise ValueError(f"task {task.id} is {task.status}; it cannot be retried now")
-    rows = TaskRecord.objects.filter(
-        pk=task.pk, status=task.status, attempt=task.attempt
-    )
-    changes: dict[str, Any] = {
-        "status": Status.QUEUED,
-        "due_at": now,
-        "updated_at": now,
-        "reason": reason[:500],
-    }
-    if task.status in (Status.DEAD, Status.CANCELLED):
-        changes.update(
-            drive_offset=task.attempt,
-            drive_started_at=None,
-            max_attempts=task.attempt + task.attempt_budget
-            if task.attempt_budget
-            else None,
-            finished_at=None,
-        )
-    try:
-        with writing():
-            changed = rows.update(**changes)
-    except IntegrityError:
-        raise ValueError(
-            f"task {task.id} cannot be re-driven: a newer task has its idempotency "
-            f"key {task.idempotency_key!r}"
-        ) from None
-    if not changed:
-        # Changed meanwhile: look again.
-        return retry_now(task_id, ring_timeout=ring_timeout, reason=reason)
-    return take_ring(task.pk, ring_timeout=ring_timeout) or get_task(task.pk)
-
-
-def cancel(task_id: uuid.UUID | str, *, reason: str = "cancelled") -> TaskRecord:
-    """End an unfinished task as cancelled; a finished one is returned unchanged.
-
-    A running attempt is recorded as cancelled and its lease released, in the
-    same transaction; see :func:`cancel_running` for stopping it.
-    """
-    return cancel_running(task_id, reason=reason)[0]
-
-
-def cancel_running(
-    task_id: uuid.UUID | str, *, reason: str = "cancelled"
-) -> tuple[TaskRecord, bool]:
-    """:func:`cancel`, and whether an attempt was running when it was cancelled
-    (its worker is then to be told to stop it: :mod:`.revoking`)."""
-    now = timezone.now()
-    pk = _uuid(task_id)
-    with writing():
-        before = TaskRecord.objects.filter(pk=pk).values_list("status", flat=True)
-        was_running = before.first() == Status.RUNNING
-        changed = TaskRecord.objects.filter(pk=pk, status__in=ACTIVE).update(
-            status=Status.CANCELLED,
-            reason=reason[:500],
-            finished_at=now,
-            updated_at=now,
-            due_at=None,
-            lease_owner="",
-            lease_expires_at=None,
-        )
-        if changed:
-            AttemptRecord.objects.filter(
-                task_id=pk, outcome=Outcome.RUNNING, finished_at=None
-            ).update(outcome=Outcome.CANCELLED, finished_at=now, error_message=reason)
-    return get_task(task_id), bool(changed) and was_running
-
-
-def due_task_ids(limit: int = 100, channel: str | None = None) -> list[uuid.UUID]:
-    """Queued or retrying tasks whose ``due_at`` has passed, oldest first.
-
-    Only tasks of ``channel``, if given.
-    """
-    found = TaskRecord.objects.filter(
-        status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
-    )
-    if channel is not None:
-        found = found.filter(channel=channel)
-    return list(found.order_by("due_at").values_list("pk", flat=True)[:limit])
-
-
-def due_channels(scan: int = 10_000) -> list[str]:
-    """The channels of the ``scan`` oldest tasks that :func:`due_task_ids` finds.
-
-    Bounded, so that a backlog of millions costs each look no more than
-    ``scan`` rows of the index.
-    """
-    oldest = TaskRecord.objects.filter(
-        status__in=[Status.QUEUED, Status.RETRYING], due_at__lte=timezone.now()
-    ).order_by("due_at")[:scan]
-    return sorted(
-        TaskRecord.objects.filter(pk__in=oldest.values("pk"))
-        .order_by()
-        .values_list("channel", flat=True)
-        .distinct()
-    )
-
-
-def make_due(task_ids: Sequence[uuid.UUID]) -> int:
-    """Make queued tasks due now; return how many were not due yet.
-
-    For tasks whose ring the channel layer refused (``ChannelFull``): the next
-    look of any scheduler rings them again, instead of one ``RING_TIMEOUT``
-    later. A task claimed meanwhile is left alone; one rung twice is claimed
-    once all the same.
-    """
-    now = timezone.now()
-    with write_turn():
-        return TaskRecord.objects.filter(
-            pk__in=list(task_ids), status=Status.QUEUED, due_at__gt=now
-        ).update(due_at=now, updated_at=now)
-
-
-def expired_lease_ids(
-    limit: int = 100, channels: Sequence[str] | None = None
-) -> list[tuple[uuid.UUID, int]]:
-    """Running tasks whose lease has expired: their worker was lost.
-
-    Only tasks of ``channels``, if given.
-    """
-    found = TaskRecord.objects.filter(
-        status=Status.RUNNING, lease_expires_at__lte=timezone.now()
-    )
-    if channels is not None:
-        found = found.filter(channel__in=list(channels))
-    return list(found.order_by("lease_expires_at").values_list("pk", "attempt")[:limit])
-
-
 def _ours(task_id: uuid.UUID | str, attempt: int, worker: str) -> Any:
     return TaskRecord.objects.filter(
-        pk=_uuid(task_id), status=Status.RUNNING, attempt=attempt, lease_owner=worker
+        pk=as_uuid(task_id), status=Status.RUNNING, attempt=attempt, lease_owner=worker
     )
 
 
 def _finish_attempt(
     task_id: uuid.UUID | str, number: int, now: datetime, **fields: Any
 ) -> None:
-    AttemptRecord.objects.filter(task_id=_uuid(task_id), number=number).update(
+    AttemptRecord.objects.filter(task_id=as_uuid(task_id), number=number).update(
         finished_at=now, **fields
     )
 
@@ -602,20 +347,6 @@ def _in_own_thread(func: Callable[..., Any]) -> Callable[..., Any]:
             connections.close_all()
 
     return run
-
-
-def parse_task_id(value: object) -> uuid.UUID:
-    """``value`` as a task id, or :class:`TaskNotFound` if it cannot be one."""
-    return _uuid(value)  # type: ignore[arg-type]
-
-
-def _uuid(value: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise TaskNotFound(f"{value!r} is not a task id") from None
 
 
 aget_task = database_sync_to_async(get_task)
