@@ -25,32 +25,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import random
 import signal
-import socket
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.utils import timezone
 
 from ..core.conf import library_settings, worker_id
 from ..live import events
 from ..messaging import revoking
 from ..messaging.doorbell import RINGS_TYPE, aring_again, aring_many
-from ..models import TaskRecord, WorkerRecord
+from ..models import TaskRecord
 from ..recurring.ticking import apurge_old_ticks, atick, declared
 from ..storage import followups
 from ..storage.health import is_outage, store_health
-from ..storage.retention import ResultExpiry, apurge_expired, result_expiries
-from ..storage.writers import write_turn
+from ..storage.retention import ResultExpiry, apurge_expired
+from .instances import ConsumerInstance, is_connection_error
 from .intake import check_channel_layer, is_undecodable, poison, refusal, usable_rings
 from .recovery import arecover_lost
+from .registry import register, unregister
+from .routes import (
+    channel_limit,
+    channel_routes,
+    channels_result_expiries,
+    consumer_for,
+    retrying_channels,
+)
 from .scheduling import aring_due, aring_if_due, ring_soon, serve_due_retries
 
 logger = logging.getLogger("retrying_consumers.worker")
@@ -87,63 +91,6 @@ class _DueRetry:
     expiry: asyncio.TimerHandle | None = field(default=None)
 
 
-class _Instance:
-    """One consumer instance fed one message at a time."""
-
-    def __init__(self, application: Any, channel: str) -> None:
-        self.queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = (
-            asyncio.Queue()
-        )
-        self.taken: asyncio.Future[None] | None = None
-        self.pending = 0
-        scope = {"type": "channel", "channel": channel}
-        self.runner = asyncio.create_task(self._run(application, scope, channel))
-
-    @property
-    def idle(self) -> bool:
-        return not self.runner.done() and self.pending == 0
-
-    def submit(self, message: dict[str, Any]) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending += 1
-        self.queue.put_nowait((message, done))
-        return done
-
-    async def _run(self, application: Any, scope: dict[str, Any], channel: str) -> None:
-        try:
-            await application(scope, self._receive, self._send)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as err:  # SystemExit from a handler stops nothing
-            if _is_connection_error(err):
-                # Its own reply channel lost Redis; the listener reconnects.
-                logger.warning(
-                    "consumer instance for channel %s lost the channel layer: %s",
-                    channel,
-                    err,
-                )
-            else:
-                logger.exception("consumer instance for channel %s crashed", channel)
-        finally:
-            self._finish()
-            while not self.queue.empty():  # submitted, never taken
-                self.queue.get_nowait()[1].set_result(None)
-
-    async def _receive(self) -> dict[str, Any]:
-        # Asking for the next message means the one taken before is done.
-        self._finish()
-        message, self.taken = await self.queue.get()
-        return message
-
-    async def _send(self, message: dict[str, Any]) -> None:
-        logger.debug("worker consumers have no client to send to: %r", message)
-
-    def _finish(self) -> None:
-        if self.taken is not None and not self.taken.done():
-            self.pending -= 1
-            self.taken.set_result(None)
-
-
 class RetryingWorker:
     """Serve ``channels`` from ``channel_layer`` with ``application``."""
 
@@ -158,12 +105,12 @@ class RetryingWorker:
         self.channels = list(channels)
         self.channel_layer = channel_layer
         self.config = config or WorkerConfig()
-        self.routes = _channel_routes(application)
+        self.routes = channel_routes(application)
         self.inflight: dict[asyncio.Future[None], str | None] = {}
-        self.pools: dict[str, list[_Instance]] = {c: [] for c in self.channels}
+        self.pools: dict[str, list[ConsumerInstance]] = {c: [] for c in self.channels}
         # Instances whose message is done, the last freed last: each takes its
         # next message from here, without a look at the whole pool.
-        self.idle: dict[str, list[_Instance]] = {c: [] for c in self.channels}
+        self.idle: dict[str, list[ConsumerInstance]] = {c: [] for c in self.channels}
         self.signals_seen = 0
         self.backlogged: set[str] = set()
         self.due: dict[str, deque[_DueRetry]] = {c: deque() for c in self.channels}
@@ -350,7 +297,7 @@ class RetryingWorker:
                 if is_undecodable(err):
                     poison(channel, f"undecodable message ({error})")
                     continue
-                if _is_connection_error(err):
+                if is_connection_error(err):
                     logger.warning(
                         "channel layer unreachable, retrying in %.1f s: %s",
                         backoff,
@@ -427,7 +374,7 @@ class RetryingWorker:
         done.add_done_callback(lambda _: self._finished(done, channel, instance))
         return True
 
-    def _idle_instance(self, channel: str) -> _Instance:
+    def _idle_instance(self, channel: str) -> ConsumerInstance:
         """An idle consumer instance of ``channel``: the last one freed, or new."""
         idle = self.idle[channel]
         while idle:
@@ -436,13 +383,13 @@ class RetryingWorker:
                 return instance
         # None is free: a new one (and the pool loses the crashed ones).
         pool = [i for i in self.pools[channel] if not i.runner.done()]
-        instance = _Instance(self.application, channel)
+        instance = ConsumerInstance(self.application, channel)
         pool.append(instance)
         self.pools[channel] = pool
         return instance
 
     def _finished(
-        self, done: asyncio.Future[None], channel: str, instance: _Instance
+        self, done: asyncio.Future[None], channel: str, instance: ConsumerInstance
     ) -> None:
         self.inflight.pop(done, None)
         self.running[channel] -= 1
@@ -475,18 +422,7 @@ class RetryingWorker:
         self.channel_slots[channel].release()
 
     def _channel_limit(self, channel: str) -> int:
-        """Attempts of ``channel`` this process runs at once.
-
-        A consumer's ``worker_concurrency`` if it sets one; else 1 for sync
-        consumers (all of them share one thread, so more would only be
-        prefetch), and the process's ``concurrency`` for async ones.
-        """
-        app = (self.routes or {}).get(channel)
-        consumer_class = getattr(app, "consumer_class", None)
-        limit = getattr(consumer_class, "worker_concurrency", None)
-        if limit is None:
-            limit = 1 if getattr(consumer_class, "_sync", False) else None
-        return min(limit or self.config.concurrency, self.config.concurrency)
+        return channel_limit(self.routes, channel, self.config.concurrency)
 
     async def _every(self, interval: float, chore: Callable[[], Any]) -> None:
         while True:
@@ -528,79 +464,26 @@ class RetryingWorker:
         return await atick(self.config.scheduler_interval)
 
     def _retrying_channels(self) -> list[str]:
-        """This process's channels whose consumer is a RetryMixin one."""
-        routes = self.routes or {}
-        return [
-            channel
-            for channel in self.channels
-            if hasattr(
-                getattr(routes.get(channel), "consumer_class", None), "decide_retry"
-            )
-        ]
+        return retrying_channels(self.routes, self.channels)
 
     def _result_expiries(self) -> list[ResultExpiry]:
-        """The ``result_expires`` of the consumers of this process's channels."""
-        routes = self.routes or {}
-        return [
-            expiry
-            for channel in self.channels
-            for expiry in result_expiries(
-                channel, getattr(routes.get(channel), "consumer_class", None)
-            )
-        ]
+        return channels_result_expiries(self.routes, self.channels)
 
     def _consumer_for(self, task: TaskRecord) -> Any:
-        app = (self.routes or {}).get(task.channel)
-        consumer_class = getattr(app, "consumer_class", None)
-        if consumer_class is None:
-            return None
-        return consumer_class(**getattr(app, "consumer_initkwargs", {}))
+        return consumer_for(self.routes, task)
 
     async def _beat(self) -> None:
         await database_sync_to_async(self._register)()
 
     def _register(self) -> None:
-        now = timezone.now()
         running = sorted(t for t in self.inflight.values() if t)
-        with write_turn():
-            self._save_registry(now, running)
-
-    def _save_registry(self, now: datetime, running: list[str]) -> None:
-        WorkerRecord.objects.update_or_create(
-            id=worker_id(),
-            defaults={
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "channels": self.channels,
-                "concurrency": self.config.concurrency,
-                "running": running,
-                "heartbeat_at": now,
-            },
-            create_defaults={
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "channels": self.channels,
-                "concurrency": self.config.concurrency,
-                "running": running,
-                "started_at": now,
-                "heartbeat_at": now,
-            },
-        )
+        register(self.channels, self.config.concurrency, running)
 
     def _unregister(self) -> None:
-        WorkerRecord.objects.filter(id=worker_id()).delete()
+        unregister()
 
 
-def _is_connection_error(err: BaseException) -> bool:
-    import redis.exceptions
-
-    errors = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-    return isinstance(err, errors)
-
-
-def _channel_routes(application: Any) -> dict[str, Any] | None:
-    """The channel -> application mapping of the project's ChannelNameRouter."""
-    mapping = getattr(application, "application_mapping", None)
-    if isinstance(mapping, dict) and "channel" in mapping:
-        mapping = getattr(mapping["channel"], "application_mapping", None)
-    return mapping if isinstance(mapping, dict) else None
+# Their names here before they moved to instances and routes.
+_Instance = ConsumerInstance
+_is_connection_error = is_connection_error
+_channel_routes = channel_routes

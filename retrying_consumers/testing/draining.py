@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from ..checks import load_application
 from ..models import ACTIVE, Status, TaskRecord
 from ..running.eager import AttemptNotRun, arun_stored, check_not_atomic
-from ..running.worker import _channel_routes
+from ..running.routes import channel_routes
 
 #: Unfinished tasks a failed drain names, at most.
 SHOWN_TASKS = 10
@@ -69,7 +69,7 @@ def _unfinished() -> list[TaskRecord]:
 def _routed_consumers() -> dict[str, type]:
     """Channel -> consumer class, from the ASGI application's channel router."""
     application, _ = load_application()
-    routes = _channel_routes(application) or {}
+    routes = channel_routes(application) or {}
     return {
         channel: app.consumer_class
         for channel, app in routes.items()
