@@ -24,8 +24,8 @@ from channels.db import database_sync_to_async
 from ..core.conf import library_settings
 from ..core.payload import validate_payload
 from ..models import Status
-from ..producing.producer import owner_id as user_pk
-from ..producing.producer import validate_address, validate_max_attempts
+from ..producing.validation import owner_id as user_pk
+from ..producing.validation import validate_address, validate_max_attempts
 from ..running.eager import arun_stored, check_not_atomic
 from ..storage import store
 
