@@ -35,7 +35,7 @@ _EXPORTS = {
     "retry_now": "producing.producer",
     "cancel": "producing.producer",
     "report_progress": "live.progress",
-    "is_cancelled": "running.attempts",
+    "is_cancelled": "running.context",
     "periodic": "recurring.schedules",
     "GiveUp": "core.exceptions",
     "RetryLater": "core.exceptions",

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,54 +30,22 @@ from ..live.events import apublish
 from ..live.progress import ProgressReporter, current_reporter
 from ..messaging.batching import GroupCommit, in_database
 from ..messaging.doorbell import aring_many
-from ..messaging.revoking import is_revoked, revocable, revoke
+from ..messaging.revoking import revocable
 from ..models import TaskRecord
 from ..storage import followups, store
 from ..storage.health import is_outage, store_health
 from ..storage.limits import Deferred, claim_limited, is_limited, waiting_ids
 from ..storage.sql import ClaimRequest
+from .context import TaskContext as TaskContext
+from .context import current_task as current_task
+from .context import is_cancelled as is_cancelled
 from .handlers import find_handler
+from .leases import Heartbeat as Heartbeat
 from .outcomes import send_signal
 from .recording import NoHandler, record_failure, record_success
 from .scheduling import aring_if_due, ring_at
 
 logger = logging.getLogger("retrying_consumers.consumers")
-
-
-@dataclass(frozen=True, slots=True)
-class TaskContext:
-    """The task a handler is running, as ``self.task`` inside the handler."""
-
-    id: str
-    channel: str
-    type: str
-    attempt: int
-    max_attempts: int
-    payload: dict[str, Any]
-
-    @property
-    def cancelled(self) -> bool:
-        """Whether the task was cancelled while this attempt runs.
-
-        A sync handler, which cannot be stopped from outside, checks it and
-        returns; an async handler is cancelled where it awaits.
-        """
-        return is_revoked(self.id)
-
-
-current_task: ContextVar[TaskContext | None] = ContextVar(
-    "retrying_consumers_task", default=None
-)
-
-
-def is_cancelled() -> bool:
-    """Whether the task whose attempt runs here (in this handler, or any
-    function it calls) has been cancelled meanwhile; False outside an attempt.
-
-    For sync code, which cannot be stopped from outside: check it and return.
-    """
-    context = current_task.get()
-    return context is not None and context.cancelled
 
 
 RUNNING_EVENT_DELAY = 0.05
@@ -407,73 +373,6 @@ async def _run_handler(consumer: Any, task: TaskRecord, policy: RetryPolicy) -> 
         if revocation.settle():
             raise AttemptCancelled(revocation.reason)  # its result is ignored
         return result
-
-
-class Heartbeat:
-    """Renew the attempt's lease every third of it, until the attempt ends, or
-    until its time limit has passed.
-
-    A handler that hangs past its limit (a thread cannot be killed) stops being
-    renewed, so its lease expires and the scheduler takes the task back. The
-    renewals start from a timer: most attempts end before the first one, and a
-    timer costs less to set and cancel than a task.
-    """
-
-    def __init__(
-        self, task: TaskRecord, lease_seconds: float, policy: RetryPolicy
-    ) -> None:
-        self.interval = lease_seconds / 3
-        self.deadline: float | None = None
-        if policy.time_limit is not None:
-            self.deadline = time.monotonic() + policy.time_limit + self.interval
-        self.job: asyncio.Task[None] | None = None
-        self.timer = asyncio.get_running_loop().call_later(
-            self.interval, self._start, task, lease_seconds
-        )
-
-    def _start(self, task: TaskRecord, lease_seconds: float) -> None:
-        self.job = asyncio.get_running_loop().create_task(
-            self._renew(task, lease_seconds)
-        )
-
-    def attempt_over(self) -> None:
-        """The handler has returned: renew until the outcome is written."""
-        self.deadline = None
-
-    def cancel(self) -> None:
-        self.timer.cancel()
-        if self.job is not None:
-            self.job.cancel()
-
-    async def _renew(self, task: TaskRecord, lease_seconds: float) -> None:
-        me = worker_id()
-        while True:
-            try:
-                kept = await store.aextend_lease(
-                    task.id, task.attempt, worker=me, lease_seconds=lease_seconds
-                )
-            except Exception as err:
-                if is_outage(err):
-                    store_health.failed("renew lease", err)
-                else:
-                    logger.warning(
-                        "lease renewal failed: task_id=%s", task.id, exc_info=True
-                    )
-            else:
-                store_health.succeeded()
-                if not kept:
-                    logger.warning(
-                        "lease lost (task cancelled or taken over), stopping the "
-                        "attempt: task_id=%s attempt=%s",
-                        task.id,
-                        task.attempt,
-                        extra={"task_id": str(task.id)},
-                    )
-                    revoke(str(task.id), "the attempt's lease was lost")
-                    return
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                return
-            await asyncio.sleep(self.interval)
 
 
 async def _interrupted(

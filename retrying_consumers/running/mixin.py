@@ -36,7 +36,8 @@ from ..live.progress import current_reporter, make_progress
 from ..messaging.doorbell import RINGS_TYPE, rings_in
 from ..models import TaskRecord
 from ..storage import store
-from .attempts import TaskContext, current_task, run_task
+from .attempts import run_task
+from .context import TaskContext, current_task
 from .handlers import handler_name, is_handler
 from .inplace import IN_PLACE_POLICY, run_in_place
 
