@@ -23,11 +23,8 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 import uuid
-import weakref
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -37,6 +34,12 @@ from ..core.exceptions import TaskNotFound
 from ..models import TaskRecord
 from ..storage import store
 from .batching import GroupCommit, group_commit, in_database
+from .capacity import FULL_PAUSE_MAX as FULL_PAUSE_MAX
+from .capacity import FULL_PAUSE_MIN as FULL_PAUSE_MIN
+from .capacity import HEADROOM as HEADROOM
+from .capacity import FullChannels as FullChannels
+from .capacity import counts_messages, spare_messages
+from .capacity import full_channels as full_channels
 
 logger = logging.getLogger("retrying_consumers.doorbell")
 
@@ -56,15 +59,6 @@ MAX_RINGS_PER_SEND = 1000
 #: receives and bigger batches of claims in the workers: 8 ms rather than 5
 #: cut the workers' CPU per task by 10-50% in bursts of enqueues.
 RING_LINGER = 0.008
-#: Seconds a channel found full is left alone at first; the pause doubles each
-#: time it is found full again, up to ``FULL_PAUSE_MAX``.
-FULL_PAUSE_MIN = 0.02
-FULL_PAUSE_MAX = 0.5
-#: Share of a channel's capacity that rings leave free, but for those that
-#: workers send back (:func:`aring_again`): a worker that took a batch of more
-#: rings than it can run sends the rest back, and a channel filled to the brim
-#: would refuse them.
-HEADROOM = 0.1
 
 
 def ring_message(task: TaskRecord) -> dict[str, Any]:
@@ -279,7 +273,7 @@ async def _send(
         raise ChannelFull("the channel was full a moment ago")
     try:
         async with asyncio.timeout(timeout):
-            if pausing and await _spare_messages(layer, channel) == 0:
+            if pausing and await spare_messages(layer, channel) == 0:
                 raise ChannelFull(
                     "the channel is full (its last places are kept for rings sent back)"
                 )
@@ -331,99 +325,26 @@ def _make_due_many(task_ids: list[uuid.UUID]) -> list[None]:
     return [None] * len(task_ids)
 
 
-@dataclass
-class FullChannels:
-    """The channels of one channel layer found full lately, and for how long
-    each is left alone: ``FULL_PAUSE_MIN`` at first, doubled each time it is
-    found full again, up to ``FULL_PAUSE_MAX``; forgotten once a ring goes in.
-    """
-
-    clock: Callable[[], float] = time.monotonic
-    #: channel -> (left alone until, length of that pause)
-    pauses: dict[str, tuple[float, float]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def paused(self, channel: str) -> bool:
-        """Whether ``channel`` was found full and is still left alone."""
-        with self.lock:
-            found = self.pauses.get(channel)
-        return found is not None and self.clock() < found[0]
-
-    def found_full(self, channel: str) -> float:
-        """Note that ``channel`` is full; return how long it is left alone."""
-        with self.lock:
-            found = self.pauses.get(channel)
-            pause = FULL_PAUSE_MIN if found is None else found[1] * 2
-            pause = min(pause, FULL_PAUSE_MAX)
-            self.pauses[channel] = (self.clock() + pause, pause)
-        return pause
-
-    def found_room(self, channel: str) -> None:
-        """Note that ``channel`` took a message: no pause next time it is full."""
-        with self.lock:
-            self.pauses.pop(channel, None)
-
-
-_full_channels: weakref.WeakKeyDictionary[Any, FullChannels] = (
-    weakref.WeakKeyDictionary()
-)
-_full_channels_lock = threading.Lock()
-
-
-def full_channels(layer: Any) -> FullChannels:
-    """The :class:`FullChannels` of ``layer`` (one per layer object)."""
-    with _full_channels_lock:
-        found = _full_channels.get(layer)
-        if found is None:
-            found = _full_channels[layer] = FullChannels()
-        return found
-
-
 async def aroom(channel: str) -> int | None:
     """How many rings ``channel`` takes now; None if the layer cannot tell.
 
-    Its spare places (see :func:`_spare_messages`) times
+    Its spare places (see :func:`.capacity.spare_messages`) times
     ``MAX_RINGS_PER_MESSAGE``. 0 without asking Redis while the channel is
     left alone (see :class:`FullChannels`), and a channel found full is left
     alone from then on.
     """
     layer = get_channel_layer()
-    if layer is None or not _counts_messages(layer):
+    if layer is None or not counts_messages(layer):
         return None
     full = full_channels(layer)
     if full.paused(channel):
         return 0
-    spare = await _spare_messages(layer, channel)
+    spare = await spare_messages(layer, channel)
     if spare == 0:
         full.found_full(channel)
     else:
         full.found_room(channel)
     return (spare or 0) * MAX_RINGS_PER_MESSAGE
-
-
-async def _spare_messages(layer: Any, channel: str) -> int | None:
-    """Messages of rings ``channel`` takes now; None if the layer cannot tell.
-
-    Its capacity less what it holds and less ``HEADROOM``, kept free for the
-    rings that workers send back (:func:`aring_again`). Only channels-redis's
-    layer can tell: one ``ZCOUNT`` per host.
-    """
-    if not _counts_messages(layer):
-        return None
-    capacity = layer.get_capacity(channel)
-    usable = capacity - int(capacity * HEADROOM)
-    key = layer.prefix + channel
-    spare = 0
-    for index in range(layer.ring_size):
-        held = await layer.connection(index).zcount(key, "-inf", "+inf")
-        spare += max(0, usable - int(held))
-    return spare
-
-
-def _counts_messages(layer: Any) -> bool:
-    from channels_redis.core import RedisChannelLayer
-
-    return isinstance(layer, RedisChannelLayer)
 
 
 _loop_lock = threading.Lock()
@@ -462,3 +383,8 @@ def _started() -> tuple[int, asyncio.AbstractEventLoop, _Handoff]:
 
 
 atexit.register(flush)
+
+
+# Their names here before they moved to capacity.
+_spare_messages = spare_messages
+_counts_messages = counts_messages
