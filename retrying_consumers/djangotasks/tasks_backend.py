@@ -20,37 +20,45 @@ are read back from the record and its attempts.
 
 from __future__ import annotations
 
-import builtins
 import logging
-import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import Task, TaskError
+from django.tasks.base import Task
 from django.tasks.exceptions import (
     InvalidTask,
-    InvalidTaskBackend,
     TaskResultDoesNotExist,
 )
 from django.tasks.signals import task_enqueued
-from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
-from ..core import exceptions
 from ..core.conf import library_settings
 from ..core.exceptions import InvalidArgument, InvalidPayload, TaskNotFound
-from ..core.payload import check_nesting, shown, validate_payload
 from ..models import AttemptRecord, Status, TaskRecord
 from ..producing import producer
 from ..running.eager import arun_stored, check_not_atomic
 from ..running.outcomes import send_signal
 from ..storage import store
+from . import taskdata
+from .options import OPTIONS as OPTIONS
+from .options import Backoff as Backoff
+from .options import (
+    backend_options,
+    check_queues,
+    eager_option,
+    queue_problem,
+    retry_problem,
+    run_after_problem,
+)
+from .taskdata import InvalidTaskData as InvalidTaskData
+from .taskdata import exception_path as exception_path
+from .taskdata import json_safe as json_safe
+from .taskdata import task_error as task_error
 
 logger = logging.getLogger("retrying_consumers.django_tasks")
 
@@ -75,10 +83,6 @@ def is_django_task_type(kind: str) -> bool:
 #: ``backoff(exception, task_result[, retry_after])``: seconds (or a timedelta)
 #: before the next attempt, or None to give up. ``retry_after``, if taken, is the
 #: server's Retry-After in seconds, or None.
-Backoff = Callable[..., float | timedelta | None]
-
-OPTIONS = ("MAX_ATTEMPTS", "BACKOFF", "EAGER")
-
 STATUSES = {
     Status.QUEUED: TaskResultStatus.READY,
     Status.RETRYING: TaskResultStatus.READY,
@@ -87,14 +91,6 @@ STATUSES = {
     Status.DEAD: TaskResultStatus.FAILED,
     Status.CANCELLED: TaskResultStatus.FAILED,
 }
-
-
-class InvalidTaskData(InvalidPayload, TypeError):
-    """Task arguments or a return value that cannot round-trip through JSON.
-
-    A ``TypeError``, as Django documents for such arguments, that names the
-    offending value, e.g. ``task['args'][0]: datetime is not msgpack/JSON safe``.
-    """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,19 +139,19 @@ class ChannelsBackend(BaseTaskBackend):
     supports_priority = False  # a channel is first in, first out
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
-        _check_queues(alias, params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]))
+        check_queues(alias, params.get("QUEUES", [DEFAULT_TASK_QUEUE_NAME]))
         super().__init__(alias, params)
-        self.max_attempts, self.backoff = _backend_options(alias, self.options)
-        self.eager = _eager_option(alias, self.options)
+        self.max_attempts, self.backoff = backend_options(alias, self.options)
+        self.eager = eager_option(alias, self.options)
 
     def validate_task(self, task: Task) -> None:
         """Django's checks (the queue is one of QUEUES), and sane retry options."""
         # Django's own checks fail with raw errors on these.
-        problem = _queue_problem(task.queue_name) or _run_after_problem(task.run_after)
+        problem = queue_problem(task.queue_name) or run_after_problem(task.run_after)
         if problem:
             raise InvalidTask(problem)
         super().validate_task(task)
-        problem = _retry_problem(
+        problem = retry_problem(
             getattr(task, "max_attempts", None), getattr(task, "backoff", None)
         )
         if problem:
@@ -313,144 +309,11 @@ def _import_task(path: str) -> Any:
     return found if isinstance(found, Task) else None
 
 
-def task_error(attempt: AttemptRecord) -> TaskError:
-    """Django's view of a failed attempt: the exception's class path, traceback."""
-    return TaskError(
-        exception_class_path=exception_path(attempt.error_class, attempt.traceback),
-        traceback=attempt.traceback
-        or f"{attempt.error_class}: {attempt.error_message}\n",
-    )
-
-
-def exception_path(name: str, traceback: str) -> str:
-    """The import path of exception class ``name`` (a qualname) from its traceback.
-
-    The store keeps the class's qualname; the last line of a traceback names the
-    class with its module (except for built-ins), as ``pkg.mod.Name: message``.
-    """
-    header = re.compile(rf"^(?:([\w.]+)\.)?{re.escape(name)}(?::|$)", re.MULTILINE)
-    modules = [match.group(1) for match in header.finditer(traceback)]
-    if modules and modules[-1]:
-        return f"{modules[-1]}.{name}"
-    for module in (builtins, exceptions):
-        if isinstance(found := getattr(module, name, None), type):
-            return f"{found.__module__}.{name}"
-    return name
-
-
-def json_safe(
-    values: dict[str, Any], *, max_bytes: int | None = None
-) -> dict[str, Any]:
-    """``values`` as a JSON round trip gives them back (tuples become lists).
-
-    Raises :class:`InvalidTaskData` naming what JSON cannot carry, e.g.
-    ``task['args'][0]``, or (with ``max_bytes``) that it is too big.
-    """
-    try:
-        # normalize_json recurses: bound its depth and its work first.
-        check_nesting(values, "task", max_bytes)
-        try:
-            values = normalize_json(values)
-        except (TypeError, ValueError):
-            values = _lists(values)  # validate_payload names the offending part
-        validate_payload(values, "task", max_bytes=max_bytes)
-    except InvalidPayload as err:
-        raise InvalidTaskData(err.path, err.problem) from None
-    return values
-
-
-def _lists(value: Any) -> Any:
-    """Tuples as lists, at any depth: what they become after a JSON round trip."""
-    if isinstance(value, tuple | list):
-        return [_lists(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _lists(item) for key, item in value.items()}
-    return value
-
-
-def _queue_problem(queue_name: Any) -> str | None:
-    if isinstance(queue_name, str) and producer.CHANNEL_NAME.fullmatch(queue_name):
-        return None
-    return (
-        f"queue_name {shown(queue_name)} is not a channel name (ASCII letters, "
-        "digits, '-', '_' and '.', under 100 characters)."
-    )
-
-
-def _run_after_problem(run_after: Any) -> str | None:
-    if run_after is None:
-        return None
-    if not isinstance(run_after, datetime):
-        return f"run_after must be an aware datetime, got {shown(run_after)}."
-    try:
-        producer.utc_run_after(run_after)
-    except InvalidArgument as err:
-        return f"run_after {err.problem}."
-    return None
-
-
-def _retry_problem(
-    max_attempts: Any,
-    backoff: Any,
-    names: tuple[str, str] = ("max_attempts", "backoff"),
-) -> str | None:
-    try:
-        producer.validate_max_attempts(max_attempts)
-    except InvalidArgument as err:
-        return f"{names[0]} {err.problem}."
-    if backoff is not None and not callable(backoff):
-        return (
-            f"{names[1]} must be a callable (exception, task_result) -> "
-            f"seconds or None, got {backoff!r}."
-        )
-    return None
-
-
-def _check_queues(alias: str, queues: Any) -> None:
-    """Raise InvalidTaskBackend unless QUEUES is a list of channel names.
-
-    An empty list is valid: Django documents it as "any queue name".
-    """
-    where = f"TASKS[{alias!r}]['QUEUES']"
-    if not isinstance(queues, list | tuple | set | frozenset):
-        raise InvalidTaskBackend(
-            f"{where} must be a list of channel names, got {shown(queues)}."
-        )
-    bad = sorted(shown(q) for q in queues if _queue_problem(q))
-    if bad:
-        raise InvalidTaskBackend(
-            f"{where}: {', '.join(bad)} are not channel names (ASCII "
-            "letters, digits, '-', '_' and '.', under 100 characters)."
-        )
-
-
-def _eager_option(alias: str, options: Any) -> bool:
-    """``OPTIONS['EAGER']``: True or False (the default)."""
-    eager = options.get("EAGER", False)
-    if not isinstance(eager, bool):
-        raise InvalidTaskBackend(
-            f"TASKS[{alias!r}]['OPTIONS']['EAGER'] must be True or False, "
-            f"got {eager!r}."
-        )
-    return eager
-
-
-def _backend_options(alias: str, options: Any) -> tuple[int | None, Backoff | None]:
-    """Check OPTIONS; return the default max_attempts and backoff."""
-    where = f"TASKS[{alias!r}]"
-    if not isinstance(options, Mapping) or set(options) - set(OPTIONS):
-        raise InvalidTaskBackend(
-            f"{where}['OPTIONS'] may only have {', '.join(OPTIONS)}, got {options!r}."
-        )
-    backoff = options.get("BACKOFF")
-    if isinstance(backoff, str):
-        try:
-            backoff = import_string(backoff)
-        except ImportError as err:
-            raise InvalidTaskBackend(f"{where}['OPTIONS']['BACKOFF']: {err}") from err
-    max_attempts = options.get("MAX_ATTEMPTS")
-    names = (f"{where}['OPTIONS']['MAX_ATTEMPTS']", f"{where}['OPTIONS']['BACKOFF']")
-    problem = _retry_problem(max_attempts, backoff, names)
-    if problem:
-        raise InvalidTaskBackend(problem)
-    return max_attempts, backoff
+# Their names here before they moved to options and taskdata.
+_lists = taskdata._lists
+_queue_problem = queue_problem
+_run_after_problem = run_after_problem
+_retry_problem = retry_problem
+_check_queues = check_queues
+_eager_option = eager_option
+_backend_options = backend_options
