@@ -23,7 +23,7 @@ _EXPORTS = {
     "Decision": "core.policy",
     "AttemptState": "core.policy",
     "PROGRAMMING_ERRORS": "core.policy",
-    "retry_after_hint": "core.policy",
+    "retry_after_hint": "core.hints",
     "RetryMixin": "running.mixin",
     "TaskContext": "running.mixin",
     "enqueue": "producing.producer",

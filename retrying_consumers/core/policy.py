@@ -13,11 +13,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from tenacity import (
@@ -40,6 +38,10 @@ from .exceptions import (
     RetryLater,
     WorkerLost,
 )
+from .hints import is_number
+from .hints import retry_after_hint as retry_after_hint
+from .rates import parse_rate as parse_rate
+from .rates import rate_or_none
 
 #: 10 s, 20 s, 40 s, ... capped at 600 s, plus 0-10 s of jitter so that a burst of
 #: failures does not retry in lock-step.
@@ -136,39 +138,6 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(text: str) -> tuple[int, float]:
-    """``"10/s"`` -> (10, 1.0): starts allowed per period of seconds.
-
-    Raises ``ValueError`` for anything else.
-    """
-    found = _rate_or_none(text)
-    if found is None:
-        raise ValueError(f'a rate is "N/s", "N/m", "N/h" or "N/10s", not {text!r}')
-    return found
-
-
-def _rate_or_none(text: object) -> tuple[int, float] | None:
-    match = _RATE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        return None
-    count, multiple, unit = match.groups()
-    try:
-        period = (float(multiple) if multiple else 1.0) * _UNIT_SECONDS[unit]
-    except ValueError:
-        return None
-    if int(count) < 1 or not 0 < period < math.inf:
-        return None
-    return int(count), period
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _is_exception_tuple(value: object) -> bool:
     return isinstance(value, tuple) and all(
         isinstance(item, type) and issubclass(item, BaseException) for item in value
@@ -194,7 +163,7 @@ _CHECKS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     (
         "time_limit",
         "must be None or finite seconds > 0",
-        lambda v: v is None or (_is_number(v) and 0 < v < math.inf),
+        lambda v: v is None or (is_number(v) and 0 < v < math.inf),
     ),
     (
         "max_running",
@@ -204,15 +173,15 @@ _CHECKS: tuple[tuple[str, str, Callable[[Any], bool]], ...] = (
     (
         "rate_limit",
         'must be None or "N/s", "N/m", "N/h" (or "N/10s"...), N >= 1',
-        lambda v: v is None or _rate_or_none(v) is not None,
+        lambda v: v is None or rate_or_none(v) is not None,
     ),
     (
         "result_expires",
         "must be None or finite seconds > 0",
-        lambda v: v is None or (_is_number(v) and 0 < v < math.inf),
+        lambda v: v is None or (is_number(v) and 0 < v < math.inf),
     ),
     ("honour_retry_after", "must be a bool", lambda v: isinstance(v, bool)),
-    ("max_retry_after", "must be seconds >= 0", lambda v: _is_number(v) and v >= 0),
+    ("max_retry_after", "must be seconds >= 0", lambda v: is_number(v) and v >= 0),
 )
 _RETRY_ON_EXCEPTION = retry_if_exception_type(Exception)
 _Delay = tuple[float, str]  # seconds, reason
@@ -334,56 +303,6 @@ class RetryPolicy:
         return call_state
 
 
-def retry_after_hint(error: BaseException, now: datetime) -> float | None:
-    """Seconds the server asked to wait before retrying, or None if it did not say.
-
-    Looks at ``error.retry_after`` (seconds, ``timedelta``, aware ``datetime`` or
-    header text), then a ``Retry-After`` header in ``error.headers`` and in
-    ``error.response.headers``. A date in the past gives 0.0; a value that cannot
-    be understood gives None. Never raises.
-    """
-    lookups = (
-        lambda: getattr(error, "retry_after", None),
-        lambda: _header(getattr(error, "headers", None)),
-        lambda: _header(getattr(getattr(error, "response", None), "headers", None)),
-    )
-    for lookup in lookups:
-        try:
-            seconds = _to_seconds(lookup(), now)
-        except Exception:  # a malformed hint must not turn into a second failure
-            seconds = None
-        if seconds is not None:
-            return seconds
-    return None
-
-
-def _header(headers: object) -> object:
-    get = getattr(headers, "get", None)
-    if not callable(get):
-        return None
-    value = get("Retry-After")
-    return get("retry-after") if value is None else value
-
-
-def _to_seconds(value: object, now: datetime) -> float | None:
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    if isinstance(value, str):
-        value = _parse_header(value.strip())
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, datetime):
-        # A naive value against an aware ``now`` raises TypeError: no hint.
-        return max(0.0, (value - now).total_seconds())
-    if _is_number(value) and 0 <= cast(float, value) < math.inf:
-        return float(cast(float, value))
-    return None
-
-
-def _parse_header(text: str) -> float | datetime:
-    try:
-        return float(text)
-    except ValueError:
-        moment = parsedate_to_datetime(text)
-    # HTTP-dates are always GMT; "-0000" makes the email parser return a naive one.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+# Their names here before they moved to hints and rates.
+_is_number = is_number
+_rate_or_none = rate_or_none
