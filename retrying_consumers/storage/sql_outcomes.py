@@ -15,7 +15,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from ..models import Outcome, Status, TaskRecord
-from .sql_statements import bound_cursor, keyed, statements
+from .sql_statements import Statements, bound_cursor, keyed, statements
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,44 +116,8 @@ def fail_rows(
         return []
     s = statements(connections[using])
     stamp = s.when(now)
-
-    def when(value: datetime | None) -> Any:
-        return None if value is None else s.when(value)
-
-    params: list[Any] = [stamp]
-    for f in failures:
-        params += [
-            s.task_id(f.task_id),
-            f.attempt,
-            f.status,
-            when(f.due_at),
-            when(f.finished_at),
-            f.end.error_class,
-            f.end.error_message,
-            f.reason,
-        ]
     keys = [s.task_id(f.task_id) for f in failures]
-    params += [*keys, str(Status.RUNNING), stamp if worker is None else worker]
-    rows = ", ".join([s.fail_row] * len(failures))
-    tail = s.fail_expired if worker is None else s.fail_ours
-    sql = s.fail_head + rows + keyed(s.fail_tail, s.task_key, len(keys)) + tail
-
-    def closing(ended: Sequence[FailedRow]) -> list[Any]:
-        return [
-            v
-            for f in ended
-            for v in (
-                s.task_id(f.task_id),
-                f.attempt,
-                f.end.outcome,
-                f.end.error_class,
-                f.end.error_message,
-                f.end.traceback,
-                f.end.decision,
-                when(f.end.next_attempt_at),
-            )
-        ]
-
+    sql, params = _fail_update(s, failures, keys, worker, stamp)
     with bound_cursor(s) as cursor:
         if s.one_statement:
             close = (
@@ -162,7 +126,7 @@ def fail_rows(
                 + keyed(s.close_failed_tail, s.attempt_key_qualified, len(keys))
                 + (")" if worker is None else s.close_failed_late)
             )
-            params += [stamp, *closing(failures), *keys]
+            params += [stamp, *_closing(s, failures), *keys]
             if worker is not None:
                 params.append(worker)
             cursor.execute(
@@ -170,28 +134,95 @@ def fail_rows(
                 f"SELECT {s.columns} FROM failed",
                 params,
             )
-        else:
-            cursor.execute(sql, params)
-        won = {task.id: task for task in map(s.task_from_row, cursor.fetchall())}
-        done = [won.pop(f.task_id, None) for f in failures]
-        if s.one_statement:
-            return done
-        ended = [(f, task is not None) for f, task in zip(failures, done, strict=True)]
-        mine = [f for f, ours in ended if ours]
-        if mine:
-            cursor.execute(
-                s.close_head
-                + ", ".join([s.close_row] * len(mine))
-                + keyed(s.close_tail, s.attempt_key, len(mine)),
-                [stamp, *closing(mine), *(s.task_id(f.task_id) for f in mine)],
-            )
-        if worker is not None:
-            for f, ours in ended:
-                if not ours:
-                    closed = [stamp, f.end.outcome, f.end.error_class]
-                    closed += [f.end.error_message, f.end.traceback, "", None]
-                    cursor.execute(
-                        s.close_orphan,
-                        [*closed, s.task_id(f.task_id), f.attempt, worker],
-                    )
+            return _won(s, cursor, failures)
+        cursor.execute(sql, params)
+        done = _won(s, cursor, failures)
+        _close_failed(s, cursor, failures, done, worker, stamp)
     return done
+
+
+def _fail_update(
+    s: Statements,
+    failures: Sequence[FailedRow],
+    keys: list[Any],
+    worker: str | None,
+    stamp: Any,
+) -> tuple[str, list[Any]]:
+    """The UPDATE of the failed attempts' tasks, and its values."""
+    params: list[Any] = [stamp]
+    for f in failures:
+        params += [
+            s.task_id(f.task_id),
+            f.attempt,
+            f.status,
+            _when(s, f.due_at),
+            _when(s, f.finished_at),
+            f.end.error_class,
+            f.end.error_message,
+            f.reason,
+        ]
+    params += [*keys, str(Status.RUNNING), stamp if worker is None else worker]
+    rows = ", ".join([s.fail_row] * len(failures))
+    tail = s.fail_expired if worker is None else s.fail_ours
+    sql = s.fail_head + rows + keyed(s.fail_tail, s.task_key, len(keys)) + tail
+    return sql, params
+
+
+def _won(
+    s: Statements, cursor: Any, failures: Sequence[FailedRow]
+) -> list[TaskRecord | None]:
+    """The tasks the UPDATE returned, in the order of ``failures`` (None: lost)."""
+    won = {task.id: task for task in map(s.task_from_row, cursor.fetchall())}
+    return [won.pop(f.task_id, None) for f in failures]
+
+
+def _close_failed(
+    s: Statements,
+    cursor: Any,
+    failures: Sequence[FailedRow],
+    done: list[TaskRecord | None],
+    worker: str | None,
+    stamp: Any,
+) -> None:
+    """Close the attempt records of the failures recorded (with the decision)
+    and, with a ``worker``, its late ones (without)."""
+    ended = [(f, task is not None) for f, task in zip(failures, done, strict=True)]
+    mine = [f for f, ours in ended if ours]
+    if mine:
+        cursor.execute(
+            s.close_head
+            + ", ".join([s.close_row] * len(mine))
+            + keyed(s.close_tail, s.attempt_key, len(mine)),
+            [stamp, *_closing(s, mine), *(s.task_id(f.task_id) for f in mine)],
+        )
+    if worker is not None:
+        for f, ours in ended:
+            if not ours:
+                closed = [stamp, f.end.outcome, f.end.error_class]
+                closed += [f.end.error_message, f.end.traceback, "", None]
+                cursor.execute(
+                    s.close_orphan,
+                    [*closed, s.task_id(f.task_id), f.attempt, worker],
+                )
+
+
+def _closing(s: Statements, ended: Sequence[FailedRow]) -> list[Any]:
+    """The VALUES of the attempt records that ``ended`` close."""
+    return [
+        v
+        for f in ended
+        for v in (
+            s.task_id(f.task_id),
+            f.attempt,
+            f.end.outcome,
+            f.end.error_class,
+            f.end.error_message,
+            f.end.traceback,
+            f.end.decision,
+            _when(s, f.end.next_attempt_at),
+        )
+    ]
+
+
+def _when(s: Statements, value: datetime | None) -> Any:
+    return None if value is None else s.when(value)
