@@ -39,7 +39,8 @@ def measure(mode: str, tasks: int, batch: int) -> dict[str, Any]:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
     django.setup()
-    from retrying_consumers import doorbell, enqueue, enqueue_many
+    from retrying_consumers import enqueue, enqueue_many
+    from retrying_consumers.messaging import doorbell
     from retrying_consumers.models import AttemptRecord, TaskRecord
 
     AttemptRecord.objects.all().delete()

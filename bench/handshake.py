@@ -47,7 +47,7 @@ def setup(tasks: int) -> dict[str, Any]:
     )
     from django.contrib.sessions.backends.db import SessionStore
 
-    from retrying_consumers import store
+    from retrying_consumers.storage import store
 
     sessions = {}
     for name in ("crowd", "newcomer"):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retrying_consumers.startup import (
+from retrying_consumers.running.startup import (
     StartupError,
     check_database,
     database_problem,

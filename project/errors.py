@@ -5,6 +5,6 @@ The mechanism is the library's (``retrying_consumers.startup``), so that
 project's entry points.
 """
 
-from retrying_consumers.startup import exit_on_bad_config, fail
+from retrying_consumers.running.startup import exit_on_bad_config, fail
 
 __all__ = ["exit_on_bad_config", "fail"]

@@ -3,7 +3,7 @@
 from realtime.consumers import PingWorkerConsumer
 from realtime.examples import EXAMPLES_CHANNEL, ExampleTasksConsumer
 from realtime.routing import websocket_urlpatterns
-from retrying_consumers.tasks_consumer import django_task_routes
+from retrying_consumers.djangotasks.tasks_consumer import django_task_routes
 
 WEBSOCKET_ROUTES = [*websocket_urlpatterns]
 

@@ -19,9 +19,10 @@ from django.db.models import QuerySet
 
 from realtime import queries
 from realtime.permissions import may_act
-from retrying_consumers import TaskNotFound, audit
-from retrying_consumers.deletion import delete_finished
+from retrying_consumers import TaskNotFound
 from retrying_consumers.models import Status, TaskRecord
+from retrying_consumers.ops import audit
+from retrying_consumers.ops.deletion import delete_finished
 
 logger = logging.getLogger("realtime.bulk")
 

@@ -41,8 +41,8 @@ from realtime.protocol import (
 )
 from realtime.statsfeed import StatsKey, feed_for, stats_key
 from retrying_consumers import RetryingAsyncConsumer
-from retrying_consumers.conf import worker_id
-from retrying_consumers.events import ALL_TASKS_GROUP, task_group, user_group
+from retrying_consumers.core.conf import worker_id
+from retrying_consumers.live.events import ALL_TASKS_GROUP, task_group, user_group
 from retrying_consumers.models import FINAL
 
 FLUSH_INTERVAL = 0.1

@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 
-from retrying_consumers import events
+from retrying_consumers.live import events
 from retrying_consumers.models import TaskRecord
 
 logger = logging.getLogger("realtime.live")

@@ -24,13 +24,13 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from realtime.permissions import may_see_all
-from retrying_consumers import reports
 from retrying_consumers.models import (
     ACTIVE,
     AttemptRecord,
     Status,
     TaskRecord,
 )
+from retrying_consumers.ops import reports
 
 THROUGHPUT_WINDOW = 300  # seconds of history in the live chart
 THROUGHPUT_BUCKET = 10  # seconds per bar

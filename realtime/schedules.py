@@ -9,9 +9,9 @@ from django.contrib.auth.decorators import login_required, user_passes_test
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from retrying_consumers.exceptions import ConfigurationError
-from retrying_consumers.limits import declared_limits
-from retrying_consumers.ticking import schedule_states
+from retrying_consumers.core.exceptions import ConfigurationError
+from retrying_consumers.recurring.ticking import schedule_states
+from retrying_consumers.storage.limits import declared_limits
 
 #: Seconds between two refreshes of the page's table by its script.
 REFRESH_SECONDS = 5

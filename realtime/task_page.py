@@ -19,8 +19,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from realtime import queries
-from retrying_consumers import audit
 from retrying_consumers.models import TaskRecord
+from retrying_consumers.ops import audit
 
 
 def visible_task(request: HttpRequest, task_id: uuid.UUID) -> TaskRecord:

@@ -25,8 +25,9 @@ from django.views.decorators.http import require_POST
 from realtime import bulk, live, queries, task_page
 from realtime.examples import EXAMPLES, EXAMPLES_CHANNEL
 from realtime.permissions import ACTION_PERMISSIONS, check_action, may_see_all
-from retrying_consumers import TaskNotFound, audit, enqueue
+from retrying_consumers import TaskNotFound, enqueue
 from retrying_consumers.models import Status, TaskRecord
+from retrying_consumers.ops import audit
 
 staff_required = user_passes_test(lambda user: user.is_staff)
 

@@ -11,25 +11,20 @@ cancel them first, so that no accepted work disappears silently.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected as django_delete_selected
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from django.views.decorators.http import require_POST
 
-from . import audit, audit_admin, followups_admin, schedule_admin  # noqa: F401
-from .deletion import delete_finished
-from .exceptions import TaskNotFound
-from .models import ACTIVE, FINAL, AttemptRecord, Status, TaskRecord
-from .store import get_task
-
-RETRYABLE = (Status.QUEUED, Status.RETRYING, Status.DEAD, Status.CANCELLED)
+from .models import ACTIVE, AttemptRecord, TaskRecord
+from .ops import audit, audit_admin, followups_admin, schedule_admin, task_admin_actions  # noqa: F401
+from .ops.deletion import delete_finished
+from .ops.task_admin_actions import RETRYABLE as RETRYABLE
+from .ops.task_admin_actions import TaskRecordActions, actor
 
 
 def _pre(value: str) -> str:
@@ -92,7 +87,7 @@ class AttemptInline(admin.StackedInline):
 
 
 @admin.register(TaskRecord)
-class TaskRecordAdmin(admin.ModelAdmin):
+class TaskRecordAdmin(TaskRecordActions):
     """The task list (the backlog and the dead-letter queue) and each task's page."""
 
     list_display = (
@@ -234,7 +229,7 @@ class TaskRecordAdmin(admin.ModelAdmin):
     def _delete_finished(self, request: HttpRequest, task_ids: Iterable[Any]) -> None:
         # A task re-driven after the confirmation page was shown is refused
         # here, at the moment of the delete, not only when it was chosen.
-        outcome = delete_finished(task_ids, by=_actor(request))
+        outcome = delete_finished(task_ids, by=actor(request))
         if outcome.unfinished:
             self.message_user(
                 request,
@@ -248,169 +243,14 @@ class TaskRecordAdmin(admin.ModelAdmin):
     ) -> None:
         """Nothing to save: every field is read-only (a save would race workers)."""
 
-    # Actions -------------------------------------------------------------------
-
-    @admin.action(
-        description="Retry now (re-drive dead or cancelled)", permissions=["change"]
-    )
-    def retry_now(self, request: HttpRequest, queryset: QuerySet[TaskRecord]) -> None:
-        retry = _retrier(_actor(request))
-        self._act(request, queryset.values_list("pk", flat=True), retry, "retried")
-
-    @admin.action(description="Cancel unfinished tasks", permissions=["change"])
-    def cancel_tasks(
-        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
-    ) -> None:
-        self._act(
-            request,
-            queryset.values_list("pk", flat=True),
-            _canceller(_actor(request)),
-            "cancelled",
-        )
-
-    @admin.action(description="Delete selected finished tasks", permissions=["delete"])
-    def delete_selected(
-        self, request: HttpRequest, queryset: QuerySet[TaskRecord]
-    ) -> HttpResponse | None:
-        """Django's delete action, limited to finished tasks."""
-        finished = queryset.filter(status__in=FINAL)
-        skipped = queryset.exclude(status__in=FINAL).count()
-        if skipped:
-            self.message_user(
-                request,
-                f"{skipped} unfinished task(s) left alone; cancel them first.",
-                messages.WARNING,
-            )
-        if not finished.exists():
-            return None
-        response: HttpResponse | None = django_delete_selected(self, request, finished)
-        return response
-
-    def _act(
-        self,
-        request: HttpRequest,
-        task_ids: Iterable[Any],
-        act: Callable[[Any], str | None],
-        done_word: str,
-    ) -> None:
-        done, problems = 0, []
-        for task_id in task_ids:
-            problem = act(task_id)
-            if problem is None:
-                done += 1
-            else:
-                problems.append(problem)
-        if done:
-            self.message_user(request, f"{done} task(s) {done_word}.", messages.SUCCESS)
-        for problem in problems[:10]:
-            self.message_user(request, problem, messages.WARNING)
-        if len(problems) > 10:
-            self.message_user(
-                request, f"... and {len(problems) - 10} more", messages.WARNING
-            )
-
-    # The task page's buttons ---------------------------------------------------
-
-    def get_urls(self) -> list[URLPattern]:
-        info = f"{self.opts.app_label}_{self.opts.model_name}"
-        wrap = self.admin_site.admin_view
-        return [
-            path(
-                "<path:object_id>/retry-now/",
-                wrap(require_POST(self.retry_view)),
-                name=f"{info}_retry_now",
-            ),
-            path(
-                "<path:object_id>/cancel/",
-                wrap(require_POST(self.cancel_view)),
-                name=f"{info}_cancel",
-            ),
-            *super().get_urls(),
-        ]
-
-    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """POST from the task page: retry this task now."""
-        return self._button(request, object_id, _retrier(_actor(request)), "retried")
-
-    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        """POST from the task page: cancel this task."""
-        cancel = _canceller(_actor(request))
-        return self._button(request, object_id, cancel, "cancelled")
-
-    def _button(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        act: Callable[[Any], str | None],
-        done_word: str,
-    ) -> HttpResponse:
-        if not self.has_change_permission(request):
-            raise PermissionDenied
-        self._act(request, [object_id], act, done_word)
-        info = f"admin:{self.opts.app_label}_{self.opts.model_name}"
-        if not TaskRecord.objects.filter(pk=_pk_or_none(object_id)).exists():
-            return HttpResponseRedirect(reverse(f"{info}_changelist"))
-        return HttpResponseRedirect(reverse(f"{info}_change", args=[object_id]))
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        task = TaskRecord.objects.filter(pk=_pk_or_none(object_id)).first()
-        may_act = self.has_change_permission(request, task)
-        context = {
-            **(extra_context or {}),
-            "show_save": False,
-            "show_save_and_continue": False,
-            "show_save_and_add_another": False,
-            "can_retry_now": bool(task and may_act and task.status in RETRYABLE),
-            "can_cancel": bool(task and may_act and task.status in ACTIVE),
-        }
-        return super().change_view(request, object_id, form_url, context)
-
-
-def _pk_or_none(object_id: str) -> Any:
-    try:
-        return TaskRecord._meta.pk.to_python(object_id)
-    except ValidationError:
-        return None
-
-
-def _actor(request: HttpRequest) -> audit.Actor:
-    return audit.Actor.of(request.user, "admin")
-
-
-def _retrier(by: audit.Actor) -> Callable[[Any], str | None]:
-    def retry(task_id: Any) -> str | None:
-        try:
-            audit.retry_now(task_id, by)
-        except (TaskNotFound, ValueError) as err:
-            return str(err)
-        return None
-
-    return retry
-
-
-def _canceller(by: audit.Actor) -> Callable[[Any], str | None]:
-    reason = f"cancelled by {by.label} in the admin"
-
-    def cancel(task_id: Any) -> str | None:
-        try:
-            if get_task(task_id).status in ACTIVE:
-                task = audit.cancel(task_id, by, reason)
-                if task.status == Status.CANCELLED and task.reason == reason:
-                    return None
-            task = get_task(task_id)
-        except TaskNotFound as err:
-            return str(err)
-        return f"task {task.id} is already {task.status}; nothing to cancel"
-
-    return cancel
-
 
 def _task_link(task_id: Any) -> str:
     url = reverse("admin:retrying_consumers_taskrecord_change", args=[task_id])
     return format_html('<a href="{}">{}</a>', url, task_id)
+
+
+# Their names here before they moved to ops.task_admin_actions.
+_pk_or_none = task_admin_actions._pk_or_none
+_actor = actor
+_retrier = task_admin_actions._retrier
+_canceller = task_admin_actions._canceller

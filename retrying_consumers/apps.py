@@ -9,8 +9,9 @@ class RetryingConsumersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, notify, signals
-        from .conf import library_settings
+        from . import checks, signals
+        from .core.conf import library_settings
+        from .ops import notify
 
         # Read now, so that a bad option stops every process at its start
         # rather than failing a request or a worker later.

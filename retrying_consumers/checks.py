@@ -26,7 +26,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from .startup import LIBRARY_APP, inspecting
+from .running.startup import LIBRARY_APP, inspecting
 
 TAG = "retrying_consumers"
 #: The backend whose blocking pops race redis-py 8's socket timeout. The
@@ -77,8 +77,8 @@ def check_schedules(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
     """E004: every periodic task is declared well (cron, time zone, target)."""
-    from .exceptions import ConfigurationError
-    from .schedules import all_schedules
+    from .core.exceptions import ConfigurationError
+    from .recurring.schedules import all_schedules
 
     try:
         all_schedules()
@@ -216,7 +216,7 @@ def check_worker_consumers(
                 id="retrying_consumers.E003",
             )
         ]
-    from .mixin import RetryMixin
+    from .running.mixin import RetryMixin
 
     warnings: list[checks.CheckMessage] = []
     for channel, app in sorted(channel_routes(application).items()):

@@ -16,9 +16,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 
 from ..checks import load_application
-from ..eager import AttemptNotRun, arun_stored, check_not_atomic
 from ..models import ACTIVE, Status, TaskRecord
-from ..worker import _channel_routes
+from ..running.eager import AttemptNotRun, arun_stored, check_not_atomic
+from ..running.routes import channel_routes
 
 #: Unfinished tasks a failed drain names, at most.
 SHOWN_TASKS = 10
@@ -69,7 +69,7 @@ def _unfinished() -> list[TaskRecord]:
 def _routed_consumers() -> dict[str, type]:
     """Channel -> consumer class, from the ASGI application's channel router."""
     application, _ = load_application()
-    routes = _channel_routes(application) or {}
+    routes = channel_routes(application) or {}
     return {
         channel: app.consumer_class
         for channel, app in routes.items()

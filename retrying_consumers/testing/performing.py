@@ -21,13 +21,13 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 
-from .. import store
-from ..conf import library_settings
-from ..eager import arun_stored, check_not_atomic
+from ..core.conf import library_settings
+from ..core.payload import validate_payload
 from ..models import Status
-from ..payload import validate_payload
-from ..producer import owner_id as user_pk
-from ..producer import validate_address, validate_max_attempts
+from ..producing.validation import owner_id as user_pk
+from ..producing.validation import validate_address, validate_max_attempts
+from ..running.eager import arun_stored, check_not_atomic
+from ..storage import store
 
 #: The channel a performed task is stored under, unless given.
 DEFAULT_CHANNEL = "testing"

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from ..startup import wait_for_redis
+from ..running.startup import wait_for_redis
 
 
 def find_redis_server() -> str | None:

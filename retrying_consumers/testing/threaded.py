@@ -15,7 +15,7 @@ from typing import Any
 from channels.layers import channel_layers
 
 from ..checks import load_application
-from ..worker import RetryingWorker, WorkerConfig
+from ..running.worker import RetryingWorker, WorkerConfig
 
 
 class _QuietWorker(RetryingWorker):

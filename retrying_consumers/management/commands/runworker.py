@@ -22,15 +22,15 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError
 
-from retrying_consumers.conf import library_settings
-from retrying_consumers.producer import CHANNEL_NAME
-from retrying_consumers.startup import (
+from retrying_consumers.core.conf import library_settings
+from retrying_consumers.producing.producer import CHANNEL_NAME
+from retrying_consumers.running.startup import (
     StartupError,
     check_database,
     fail,
     wait_for_redis,
 )
-from retrying_consumers.worker import RetryingWorker, WorkerConfig
+from retrying_consumers.running.worker import RetryingWorker, WorkerConfig
 
 logger = logging.getLogger("retrying_consumers.worker")
 

@@ -27,8 +27,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 from django.utils import timezone
 
-from retrying_consumers import audit, limits, reports, retention, store, ticking
-from retrying_consumers.exceptions import ConfigurationError, TaskNotFound
+from retrying_consumers.core.exceptions import ConfigurationError, TaskNotFound
 from retrying_consumers.management.describe import (
     attempt_data,
     show_text,
@@ -43,6 +42,9 @@ from retrying_consumers.management.tables import (
     when,
 )
 from retrying_consumers.models import ACTIVE, FINAL, Status, TaskRecord
+from retrying_consumers.ops import audit, reports
+from retrying_consumers.recurring import ticking
+from retrying_consumers.storage import limits, retention, store
 
 STATUSES = [str(status) for status in Status.values]
 FINISHED = [str(status) for status in FINAL]

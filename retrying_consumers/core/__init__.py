@@ -1,0 +1,4 @@
+"""Layer 1, the ground rules: exceptions, settings, the retry policy, payload checks.
+
+Imports nothing of the library but its other modules here.
+"""

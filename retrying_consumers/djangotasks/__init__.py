@@ -1,0 +1,1 @@
+"""Layer 8, the ``django.tasks`` backend: ``ChannelsBackend`` and its consumer."""

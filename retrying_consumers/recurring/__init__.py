@@ -1,0 +1,1 @@
+"""Layer 6, recurring tasks: ``@periodic`` schedules and the worker's ticking."""
