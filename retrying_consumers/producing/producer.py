@@ -21,13 +21,14 @@ from django.utils import timezone
 
 from .. import checks
 from ..core.conf import library_settings
-from ..core.exceptions import IdempotencyConflict, InvalidArgument
+from ..core.exceptions import InvalidArgument
 from ..core.payload import validate_payload
 from ..messaging import revoking
 from ..messaging.doorbell import aring, aring_many, ring, ring_many
 from ..models import Status, TaskGroup, TaskRecord
 from ..storage import followups, sql, store
 from ..storage.writers import writing
+from .creating import create_one, shared_commits
 
 # enqueue's checks, named here as well (they were defined here once).
 from .validation import CHANNEL_NAME as CHANNEL_NAME
@@ -121,44 +122,25 @@ def _check_followup(channel: Any, type: Any, payload: dict[str, Any]) -> None:
     validate_payload(payload, max_bytes=library_settings().max_payload_bytes)
 
 
-def _create(fields: dict[str, Any]) -> tuple[TaskRecord, bool]:
-    check_owner(fields["owner_id"])
-    task, created = store.create_task(**fields)
-    if not created:
-        _check_same_work(task, fields)
-    return task, created
-
-
-def _check_same_work(task: TaskRecord, fields: dict[str, Any]) -> None:
-    """Raise ``IdempotencyConflict`` unless ``task``, found by its idempotency
-    key, is the work that ``fields`` describe (its channel, type and payload)."""
-    differs = [
-        name for name in ("channel", "type") if getattr(task, name) != fields[name]
-    ]
-    if not same_json(task.payload, fields["payload"]):
-        differs.append("payload")
-    if differs:
-        raise IdempotencyConflict(fields["idempotency_key"], task.id, differs)
-
-
-_acreate = database_sync_to_async(_create)
-
-
 def submit(fields: dict[str, Any]) -> TaskRecord:
     """Store the task :func:`prepare` checked; ring once the transaction commits.
 
     Returns the task as stored: queued, no attempt made (or, for an idempotency
     key already in use, that key's task as it is now).
     """
-    task, created = _create(fields)
+    task, created = create_one(fields)
     if created and fields["run_after"] is None:
         transaction.on_commit(lambda: ring(task), robust=True)
     return task
 
 
 async def asubmit(fields: dict[str, Any]) -> TaskRecord:
-    """Async twin of :func:`submit` (the row is committed before it rings)."""
-    task, created = await _acreate(fields)
+    """Async twin of :func:`submit` (the row is committed before it rings).
+
+    Calls an event loop makes while another's commit is on its way share the
+    next commit (:mod:`.creating`); each still gets its own task or error.
+    """
+    task, created = await shared_commits()(fields)
     if created and fields["run_after"] is None:
         await aring(task)
     return task

@@ -1,6 +1,7 @@
 """Task rows by id, and new tasks: the store's ground floor.
 
-:func:`create_task` and :func:`create_tasks` INSERT queued tasks (see
+:func:`create_task`, :func:`create_tasks` and :func:`create_tasks_apart`
+INSERT queued tasks (see
 :mod:`.sql`); :func:`writing_rows` is the transaction, if any, that a batch of
 row changes needs. The rest of the store (:mod:`.store`) builds on these.
 """
@@ -66,16 +67,16 @@ def create_task(
         existing = _live_with_key(idempotency_key)
         if existing is not None:
             return existing, False
-    task = TaskRecord(
+    task = new_task(
         channel=channel,
         type=type,
         payload=payload,
+        ring_timeout=ring_timeout,
         max_attempts=max_attempts,
-        attempt_budget=max_attempts,
         owner_id=owner_id,
         idempotency_key=idempotency_key,
-        due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
-        followups=followups or None,
+        run_after=run_after,
+        followups=followups,
     )
     if idempotency_key is None:  # nothing can clash: the INSERT is atomic alone
         with write_turn():
@@ -93,6 +94,42 @@ def create_task(
     return task, True
 
 
+def new_task(
+    *,
+    channel: str,
+    type: str,
+    payload: dict[str, Any],
+    ring_timeout: float,
+    max_attempts: int | None = None,
+    owner_id: int | None = None,
+    idempotency_key: str | None = None,
+    run_after: datetime | None = None,
+    followups: list[dict[str, Any]] | None = None,
+) -> TaskRecord:
+    """The queued task that :func:`create_task` writes, not written yet."""
+    return TaskRecord(
+        channel=channel,
+        type=type,
+        payload=payload,
+        max_attempts=max_attempts,
+        attempt_budget=max_attempts,
+        owner_id=owner_id,
+        idempotency_key=idempotency_key,
+        due_at=run_after or timezone.now() + timedelta(seconds=ring_timeout),
+        followups=followups or None,
+    )
+
+
+def create_tasks_apart(tasks: Sequence[dict[str, Any]]) -> list[TaskRecord]:
+    """Write the tasks of several enqueue calls in one transaction: each its own
+    channel, type, owner and options (:func:`create_task`'s arguments, without
+    an idempotency key). All are stored, or none; in the order given."""
+    records = [new_task(**fields) for fields in tasks]
+    with writing():
+        sql.insert_tasks(records)
+    return records
+
+
 def create_tasks(
     *,
     channel: str,
@@ -108,14 +145,14 @@ def create_tasks(
     idempotency key: all are stored, or none."""
     due_at = run_after or timezone.now() + timedelta(seconds=ring_timeout)
     tasks = [
-        TaskRecord(
+        new_task(
             channel=channel,
             type=type,
             payload=payload,
+            ring_timeout=ring_timeout,
             max_attempts=max_attempts,
-            attempt_budget=max_attempts,
             owner_id=owner_id,
-            due_at=due_at,
+            run_after=due_at,
         )
         for payload in payloads
     ]

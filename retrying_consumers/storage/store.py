@@ -36,6 +36,7 @@ from .actions import retry_now as retry_now
 from .rows import as_uuid
 from .rows import create_task as create_task
 from .rows import create_tasks as create_tasks
+from .rows import create_tasks_apart as create_tasks_apart
 from .rows import get_task as get_task
 from .rows import parse_task_id as parse_task_id
 from .rows import writing_rows as _writing_rows
