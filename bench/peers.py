@@ -50,7 +50,8 @@ from bench.systems import (
     run_ours_drain,
 )
 
-MEASURES = ("producer", "drain", "e2e")
+#: The columns of the ratio table, in order.
+MEASURES = ("drain", "e2e", "producer")
 
 CONFIGURATION = {
     "ours": "retrying_consumers: runworker --concurrency 32 (default)",
@@ -213,30 +214,15 @@ def report(args: argparse.Namespace, rows: list[Row]) -> None:
         f"median [min-max] of {args.runs} run(s)",
         ["system (configuration)", "store", "drain", "end to end", "producer"],
         [
-            [
-                CONFIGURATION[row.system],
-                row.store,
-                cell(row, "drain"),
-                cell(row, "e2e"),
-                cell(row, "producer"),
-            ]
+            [CONFIGURATION[row.system], row.store, *(cell(row, m) for m in MEASURES)]
             for row in rows
         ],
     )
     producer_rows = [
-        [CONFIGURATION[row.system], row.store, "1", cell(row, m), micros(row, m)]
+        [CONFIGURATION[row.system], row.store, per_call, cell(row, m), micros(row, m)]
+        for per_call, m in (("1", "producer"), ("1,000", "bulk"))
         for row in rows
-        for m in ("producer",)
-    ] + [
-        [
-            CONFIGURATION[row.system],
-            row.store,
-            "1,000",
-            cell(row, "bulk"),
-            micros(row, "bulk"),
-        ]
-        for row in rows
-        if row.system == "ours"
+        if m == "producer" or row.system == "ours"
     ]
     print_table(
         "The producer alone: one process, no worker running",
@@ -250,8 +236,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> None:
             [
                 f"ours {ours.store}",
                 f"{other.system} {other.store}",
-                *(ratio(ours.median(m), other.median(m)) for m in MEASURES[1:]),
-                ratio(ours.median("producer"), other.median("producer")),
+                *(ratio(ours.median(m), other.median(m)) for m in MEASURES),
             ]
             for ours in rows
             if ours.system == "ours"

@@ -111,24 +111,22 @@ def reset_tables(system: str) -> None:
     table's real size, as it would in production, where autovacuum's ANALYZE
     keeps up with a queue.
     """
-    table = peer_table(system)
-    if table is None:
-        return
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(f"TRUNCATE {table} CASCADE")
+    _on_peer_table(system, "TRUNCATE {} CASCADE")
 
 
 def analyze_tables(system: str) -> None:
     """After a backlog went in: what autovacuum does within its first minute."""
+    _on_peer_table(system, "ANALYZE {}")
+
+
+def _on_peer_table(system: str, statement: str) -> None:
     table = peer_table(system)
     if table is None:
         return
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {table}")
+        cursor.execute(statement.format(table))
 
 
 def _stock_sender() -> Callable[[range], None]:

@@ -66,12 +66,17 @@ class UpdateFrames:
     """
 
     def __init__(self) -> None:
-        self.batch: tuple[dict[str, Any], ...] = ()
+        self.batch: tuple[dict[str, Any], ...] | None = None  # none encoded yet
         self.text = ""
 
     def encode(self, batch: list[dict[str, Any]]) -> str:
-        if len(batch) != len(self.batch) or any(
-            mine is not theirs for mine, theirs in zip(batch, self.batch, strict=True)
+        if (
+            self.batch is None
+            or len(batch) != len(self.batch)
+            or any(
+                mine is not theirs
+                for mine, theirs in zip(batch, self.batch, strict=True)
+            )
         ):
             self.batch = tuple(batch)
             # What send_json would send (AsyncJsonWebsocketConsumer.encode_json).

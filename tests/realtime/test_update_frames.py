@@ -27,3 +27,7 @@ def test_other_states_order_or_length_make_a_new_frame() -> None:
     assert json.loads(frames.encode([second, later]))["tasks"] == [second, later]
     assert json.loads(frames.encode([second]))["tasks"] == [second]
     assert json.loads(frames.encode([]))["tasks"] == []
+
+
+def test_the_first_frame_is_encoded_even_for_an_empty_batch() -> None:
+    assert json.loads(UpdateFrames().encode([])) == {"type": "update", "tasks": []}

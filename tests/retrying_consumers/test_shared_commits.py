@@ -128,17 +128,19 @@ async def test_delayed_tasks_are_stored_but_not_rung(
 async def test_a_caller_cancelled_while_its_commit_runs_still_gets_its_task_rung(
     redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cancelled = threading.Event()
+    writing, cancelled = threading.Event(), threading.Event()
     real = store.create_tasks_apart
 
     def after_the_cancel(tasks: Any) -> list[TaskRecord]:
+        writing.set()
         assert cancelled.wait(10)
         return real(tasks)
 
     monkeypatch.setattr(store, "create_tasks_apart", after_the_cancel)
     first = asyncio.ensure_future(aenqueue(CHANNEL, TYPE, {"n": 1}))
     second = asyncio.ensure_future(aenqueue(CHANNEL, TYPE, {"n": 2}))
-    await asyncio.sleep(0.1)  # both are in the batch that is being written
+    # Both calls are in the batch that is being written.
+    assert await asyncio.to_thread(writing.wait, 10)
     first.cancel()
     cancelled.set()
     other = await second
